@@ -1,0 +1,1 @@
+"""Data layer: datalists, builders, DICOM series handling, phantoms and the dataset fingerprint."""

@@ -1,0 +1,1 @@
+"""Ignite handlers; filled by the classification work."""

@@ -1,0 +1,1 @@
+"""Clinical metrics with confidence intervals; filled by the classification work."""

@@ -1,0 +1,1 @@
+"""Networks (classifiers, segmenters, pretrained backbones); filled by the classification and segmentation work."""

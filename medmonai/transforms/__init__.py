@@ -1,0 +1,1 @@
+"""Preprocessing transforms: loading, orientation, spacing, intensity normalization presets, denoising."""

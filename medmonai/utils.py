@@ -1,0 +1,91 @@
+"""Small shared helpers: atomic file writes, the shared-data location, seeding."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "shared_data_dir", "PathLike"]
+
+PathLike = str | os.PathLike
+
+
+def atomic_write(path: PathLike, writer: Callable[[str], None], suffix: str | None = None) -> Path:
+    """Write a file atomically: ``writer`` writes a temporary file in the same folder, which is then renamed.
+
+    A crash or kill while writing never leaves a half-written ``path`` behind.
+
+    Args:
+        path: destination file.
+        writer: callable that receives the temporary file name and writes the content there.
+        suffix: suffix of the temporary file (some writers pick the format from it, e.g. ``.nii.gz``);
+            defaults to the destination's full suffix.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+
+    def _w(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, _w)
+
+
+def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
+    """Atomically write ``obj`` as JSON to ``path`` (numpy scalars and arrays are converted)."""
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=indent) + "\n")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, tuples and paths into JSON-serialisable Python objects."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # torch tensors
+        return obj.tolist()
+    return obj
+
+
+def shared_data_dir() -> Path:
+    """Location of the real public data sets: ``$MEDMONAI_SHARED_DATA`` or ``../shared/data``.
+
+    The default is resolved relative to the repository root (the folder above the ``medmonai`` package),
+    so it works from any current directory when running from a checkout.
+    """
+    env = os.environ.get("MEDMONAI_SHARED_DATA")
+    if env:
+        return Path(env)
+    repo_root = Path(__file__).resolve().parent.parent
+    return repo_root.parent / "shared" / "data"
