@@ -1,0 +1,36 @@
+# medmonai: two commands for a fresh machine with Python 3.11 — `make demo` and `make test`.
+# Both create ./.venv, install the CPU build of PyTorch first (so nothing pulls a multi-GB CUDA build),
+# then install medmonai in editable mode.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The pinned CPU wheel. Outside the project machines add the CPU index, e.g.
+#   make demo TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+DEMO_OUT ?= demo_output
+
+.PHONY: install demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/medmonai demo --out $(DEMO_OUT)
+
+lint: install
+	$(BIN)/ruff check medmonai tests benchmarks
+	$(BIN)/ruff format --check medmonai tests benchmarks
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache *.egg-info

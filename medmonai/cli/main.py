@@ -1,0 +1,252 @@
+"""The ``medmonai`` command line: ``medmonai {phantoms,datalist,fingerprint,check,demo} ...``.
+
+Each sub-command is a thin wrapper over a library function, so everything the CLI does is also available from
+Python and from bundle configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("medmonai")
+
+
+def _csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _float_list(value: str) -> list[float]:
+    return [float(v) for v in _csv_list(value)]
+
+
+# ---------------------------------------------------------------------------------------------------- phantoms
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    from medmonai.data.phantoms import PhantomConfig, generate_phantom_dataset
+
+    kwargs = {"spatial_dims": args.dims, "seed": args.seed}
+    if args.small:
+        config = PhantomConfig.small(args.dims)
+        config.seed = args.seed
+    else:
+        config = PhantomConfig(**kwargs)
+    if args.subjects is not None:
+        config.n_subjects = args.subjects
+    if args.images_per_subject is not None:
+        ips = [int(v) for v in _csv_list(args.images_per_subject)]
+        config.images_per_subject = ips[0] if len(ips) == 1 else (ips[0], ips[1])
+    if args.classes is not None:
+        config.classes = tuple(_csv_list(args.classes))
+    if args.class_ratio is not None:
+        config.class_ratio = tuple(_float_list(args.class_ratio))
+    if args.difficulty is not None:
+        config.difficulty = args.difficulty
+    if args.test_fraction is not None:
+        config.test_fraction = args.test_fraction
+    if hasattr(config, "validate"):
+        config.validate()
+    formats = tuple(_csv_list(args.formats)) if args.formats else None
+    out = generate_phantom_dataset(args.out, config, formats=formats, progress=not args.quiet)
+    for fmt, path in out.items():
+        print(f"{fmt:>8}: {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- datalist
+def _write_and_report(datalist: dict, out: Path, problems: Sequence = ()) -> int:
+    from medmonai.data.datalist import SPLIT_KEYS, format_problems, write_datalist
+
+    path = write_datalist(out, datalist)
+    counts = ", ".join(f"{k}={len(datalist[k])}" for k in SPLIT_KEYS if isinstance(datalist.get(k), list))
+    print(f"wrote {path} ({counts})")
+    if datalist.get("classes"):
+        print(f"classes: {datalist['classes']}")
+    if problems:
+        print(f"\n{len(problems)} item(s) skipped:\n{format_problems(problems)}")
+    return 0
+
+
+def _cmd_datalist(args: argparse.Namespace) -> int:
+    from medmonai.data import builders
+
+    classes = _csv_list(args.classes) if getattr(args, "classes", None) else None
+    src = args.source
+    if src == "medmnist":
+        out_dir = Path(args.out_dir) if args.out_dir else Path(args.out).parent
+        dl = builders.datalist_from_medmnist(args.npz, out_dir, classes=classes, progress=not args.quiet)
+        return _write_and_report(dl, Path(args.out))
+    if src == "folder":
+        dl = builders.datalist_from_image_folder(args.root, subject_regex=args.subject_regex, classes=classes)
+        return _write_and_report(dl, Path(args.out))
+    if src == "csv":
+        dl = builders.datalist_from_csv(
+            args.csv,
+            path_col=args.path_col,
+            label_col=args.label_col,
+            subject_col=args.subject_col,
+            classes=classes,
+            split_col=args.split_col,
+        )
+        return _write_and_report(dl, Path(args.out))
+    if src == "dicom":
+        dl, problems = builders.datalist_from_dicom_folder(
+            args.folder,
+            labels_csv=args.labels_csv,
+            key=args.key,
+            label_col=args.label_col,
+            classes=classes,
+            on_error="skip" if args.skip_bad else "raise",
+            progress=not args.quiet,
+        )
+        return _write_and_report(dl, Path(args.out), problems)
+    if src == "msd":
+        dl = builders.datalist_from_msd(args.folder)
+        return _write_and_report(dl, Path(args.out))
+    raise SystemExit(f"unknown datalist source {src!r}")
+
+
+# ---------------------------------------------------------------------------------------------------- fingerprint
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    from medmonai.data.fingerprint import fingerprint_datalist, write_fingerprint
+
+    result = fingerprint_datalist(args.datalist, key=args.key, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path(args.datalist).with_name("fingerprint.json")
+    write_fingerprint(out, result)
+    fp, plan = result["fingerprint"], result["plan"]
+    print(f"fingerprint of {args.datalist} [{args.key}] -> {out}")
+    for k in ("n_images", "n_subjects", "modality_counts", "class_counts", "median_spacing", "median_shape"):
+        if k in fp:
+            print(f"  {k:<16} {fp[k]}")
+    print("plan:")
+    for k, v in plan.items():
+        if k != "reasons":
+            print(f"  {k:<16} {json.dumps(v) if isinstance(v, dict | list) else v}")
+    for r in plan.get("reasons", []):
+        print(f"  - {r}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- check
+def _cmd_check(args: argparse.Namespace) -> int:
+    from medmonai.data.datalist import check_entries, class_names, format_problems, load_datalist, load_datalist_file
+
+    raw = load_datalist_file(args.datalist)
+    entries = load_datalist(args.datalist, key=args.key)
+    problems = check_entries(entries, classes=class_names(raw), source=str(args.datalist))
+    print(format_problems(problems))
+    return 1 if problems else 0
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from medmonai.apps.demo import run_demo
+
+    run_demo(args.out, spatial_dims=args.dims, seed=args.seed, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the ``medmonai`` command."""
+    from medmonai import __version__
+
+    p = argparse.ArgumentParser(prog="medmonai", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"medmonai {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ph = sub.add_parser("phantoms", help="generate the synthetic phantom data set (NIfTI / DICOM / PNG + datalist)")
+    ph.add_argument("out", help="output folder")
+    ph.add_argument("--dims", type=int, choices=(2, 3), default=3)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--subjects", type=int, default=None, help="number of subjects")
+    ph.add_argument("--images-per-subject", default=None, help="N or MIN,MAX")
+    ph.add_argument("--classes", default=None, help="comma-separated class names (2 or 3)")
+    ph.add_argument("--class-ratio", default=None, help="comma-separated class proportions, e.g. 0.8,0.2")
+    ph.add_argument("--difficulty", type=float, default=None, help="0 (separable) .. 1 (overlapping classes)")
+    ph.add_argument("--test-fraction", type=float, default=None, help="subject-level held-out test split")
+    ph.add_argument("--formats", default=None, help="comma-separated: nifti,dicom,png (png: 2D only)")
+    ph.add_argument("--small", action="store_true", help="tiny preset (for tests)")
+    ph.set_defaults(func=_cmd_phantoms)
+
+    dl = sub.add_parser("datalist", help="build a datalist JSON from a data source")
+    dsub = dl.add_subparsers(dest="source", required=True)
+    m = dsub.add_parser("medmnist", help="MedMNIST .npz (2D/3D, grey/RGB): writes image files + datalist")
+    m.add_argument("npz")
+    m.add_argument("--out", required=True, help="datalist JSON to write")
+    m.add_argument("--out-dir", default=None, help="folder for the image files (default: the datalist's folder)")
+    m.add_argument("--classes", default=None)
+    f = dsub.add_parser("folder", help="image folder tree: [split/]class/image")
+    f.add_argument("root")
+    f.add_argument("--out", required=True)
+    f.add_argument("--subject-regex", default=None, help="regex whose first group extracts the subject id")
+    f.add_argument("--classes", default=None)
+    c = dsub.add_parser("csv", help="CSV with path,label[,subject] columns")
+    c.add_argument("csv")
+    c.add_argument("--out", required=True)
+    c.add_argument("--path-col", default="path")
+    c.add_argument("--label-col", default="label")
+    c.add_argument("--subject-col", default="subject")
+    c.add_argument("--split-col", default=None)
+    c.add_argument("--classes", default=None)
+    d = dsub.add_parser("dicom", help="folder of DICOM files: one entry per series")
+    d.add_argument("folder")
+    d.add_argument("--out", required=True)
+    d.add_argument("--labels-csv", default=None, help="CSV with the key column and a label column")
+    d.add_argument("--key", default="PatientID", choices=("PatientID", "StudyInstanceUID", "SeriesInstanceUID"))
+    d.add_argument("--label-col", default="label")
+    d.add_argument("--classes", default=None)
+    d.add_argument("--skip-bad", action="store_true", help="skip bad files/series and report them instead of failing")
+    s = dsub.add_parser("msd", help="Medical Segmentation Decathlon layout (dataset.json, imagesTr, labelsTr)")
+    s.add_argument("folder")
+    s.add_argument("--out", required=True)
+    dl.set_defaults(func=_cmd_datalist)
+
+    fp = sub.add_parser("fingerprint", help="dataset fingerprint and preprocessing plan (nnU-Net style)")
+    fp.add_argument("datalist")
+    fp.add_argument("--key", default="training", help="split to analyse (training/validation/test/all)")
+    fp.add_argument("--out", default=None, help="JSON output (default: fingerprint.json beside the datalist)")
+    fp.set_defaults(func=_cmd_fingerprint)
+
+    ck = sub.add_parser("check", help="check a datalist: files exist, labels in the class list, every class present")
+    ck.add_argument("datalist")
+    ck.add_argument("--key", default="training")
+    ck.set_defaults(func=_cmd_check)
+
+    de = sub.add_parser("demo", help="end-to-end demo on the embedded phantom data")
+    de.add_argument("--out", default="demo_output")
+    de.add_argument("--dims", type=int, choices=(2, 3), default=3)
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
+    de.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medmonai`` console script.
+
+    Library errors about bad input (files, datalists, DICOM series) are printed as one clear message and exit
+    with status 2 instead of a traceback; ``-v`` shows the traceback.
+    """
+    from medmonai.data.datalist import DatalistError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (DatalistError, ValueError, FileNotFoundError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"medmonai {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
