@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medmonai.data.datalist import (
+    DatalistError,
+    check_entries,
+    load_datalist,
+    load_datalist_file,
+    make_datalist,
+    validate_entries,
+    write_datalist,
+)
+
+
+def _touch(path, content=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_write_then_load_resolves_relative_paths(tmp_path):
+    img = _touch(tmp_path / "imgs" / "a.nii.gz")
+    series = [_touch(tmp_path / "dcm" / f"{i}.dcm") for i in range(3)]
+    dl = make_datalist(
+        {
+            "training": [
+                {"image": str(img), "label": 1, "subject": "s1"},
+                {"image": [str(s) for s in series], "label": 0, "subject": "s2"},
+            ],
+            "test": [{"image": str(img), "label": 0, "subject": "s3"}],
+        },
+        classes=["a", "b"],
+        name="t",
+    )
+    path = write_datalist(tmp_path / "datalist.json", dl)
+    raw = json.loads(path.read_text())
+    assert raw["training"][0]["image"] == "imgs/a.nii.gz"  # stored relative to the datalist folder
+    assert raw["training"][1]["image"] == ["dcm/0.dcm", "dcm/1.dcm", "dcm/2.dcm"]
+    assert raw["numTraining"] == 2 and raw["numTest"] == 1
+
+    # moving the folder keeps the datalist valid
+    moved = tmp_path.parent / (tmp_path.name + "_moved")
+    tmp_path.rename(moved)
+    entries = load_datalist(moved / "datalist.json")
+    assert entries[0]["image"] == str(moved / "imgs" / "a.nii.gz")
+    assert entries[1]["image"][2] == str(moved / "dcm" / "2.dcm")
+    both = load_datalist(moved / "datalist.json", key="all")
+    assert [e["split"] for e in both] == ["training", "training", "test"]
+    assert check_entries(both, classes=["a", "b"]) == []
+
+
+def test_missing_split_and_bad_json_are_clear(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text("{not json")
+    with pytest.raises(DatalistError, match="not valid JSON"):
+        load_datalist_file(p)
+    p.write_text(json.dumps({"training": [{"image": "a.png", "label": 0}]}))
+    with pytest.raises(DatalistError, match="no split 'validation'"):
+        load_datalist(p, key="validation")
+    p.write_text(json.dumps({"training": [{"label": 0}]}))
+    with pytest.raises(DatalistError, match="no 'image' key"):
+        load_datalist(p)
+    with pytest.raises(DatalistError, match="does not exist"):
+        load_datalist(tmp_path / "nope.json")
+
+
+def test_check_entries_reports_each_problem(tmp_path):
+    ok = _touch(tmp_path / "ok.png")
+    empty = _touch(tmp_path / "empty.nii.gz", b"")
+    entries = [
+        {"image": str(ok), "label": 0},
+        {"image": str(tmp_path / "missing.png"), "label": 0},
+        {"image": str(empty), "label": 0},
+        {"image": str(ok), "label": 5},
+    ]
+    problems = check_entries(entries, classes=["neg", "pos"], source="dl.json")
+    reasons = [(p.index, p.reason) for p in problems]
+    assert (1, "file does not exist") in reasons
+    assert (2, "file is empty (0 bytes)") in reasons
+    assert any(i == 3 and "outside the class list" in r for i, r in reasons)
+    # class 'pos' never appears -> empty class reported, naming the class
+    assert any("class 1 ('pos') has no entries" in r for _, r in reasons)
+    with pytest.raises(DatalistError, match=r"missing\.png\s+file does not exist"):
+        validate_entries(entries, classes=["neg", "pos"])
+    assert check_entries([], classes=["a"], source="dl.json")[0].reason == "the datalist has no entries"
+
+
+def test_label_names_are_accepted(tmp_path):
+    ok = _touch(tmp_path / "ok.png")
+    entries = [{"image": str(ok), "label": "neg"}, {"image": str(ok), "label": "pos"}]
+    assert check_entries(entries, classes=["neg", "pos"]) == []
+    bad = [{"image": str(ok), "label": "maybe"}]
+    assert "outside the class list" in check_entries(bad, classes=["neg", "pos"])[0].reason
