@@ -514,7 +514,8 @@ def datalist_from_csv(
         path_col: column of image paths (a file or a DICOM series folder), relative paths resolved against the
             CSV's folder.
         label_col: column of labels, class names or integer indices; None for an unlabelled table.
-        subject_col: column of subject ids; None to use the file name without extension.
+        subject_col: column of subject ids; None (or the default ``subject`` column being absent) uses the file
+            name without extension, i.e. every image is its own subject.
         classes: class names in index order; default: sorted label names, or ``class_0``... for integer labels.
         split_col: optional column of split names (``train``/``training``, ``val``/``valid``/``validation``,
             ``test``/``testing``); default: every row goes to ``training``.
@@ -527,8 +528,13 @@ def datalist_from_csv(
             empty path, a missing file, an empty or unknown label or an unknown split.
     """
     csv_path = Path(csv_path)
+    optional_subject = subject_col == "subject"  # the default column may be absent: path,label[,subject]
     required = [c for c in (path_col, label_col, subject_col, split_col) if c is not None]
+    if optional_subject:
+        required.remove("subject")
     header, rows = _read_csv(csv_path, required)
+    if optional_subject and "subject" not in header:
+        subject_col = None
     base = csv_path.parent
     where = [f"{csv_path} row {i + 2}" for i in range(len(rows))]  # line 1 is the header
     labels: list[int] | None = None

@@ -1,0 +1,624 @@
+"""Dataset fingerprint and preprocessing plan, following nnU-Net's "fingerprint → plan" rules.
+
+:func:`compute_fingerprint` loads every image once (no resampling) and records its geometry (shape and spacing in
+RAS axis order, whatever the storage orientation), modality and intensity statistics, plus dataset-level
+aggregates. :func:`plan_from_fingerprint` turns that into a preprocessing plan (target spacing, input size,
+normalization, orientation) with a human-readable reason for every choice; the plan is directly consumable by
+:func:`medmonai.transforms.preprocessing.build_preprocessing`. :func:`fingerprint_datalist` does both for a datalist
+split and :func:`write_fingerprint` stores the result as JSON.
+
+Rules (after Isensee et al., nnU-Net, Nature Methods 2021, and the nnU-Net v2 ``ExperimentPlanner``):
+
+- target spacing = median spacing per axis; if the coarsest axis is more than 3x coarser than the others *and*
+  has fewer than a third of their voxels, its target spacing is the 10th percentile of that axis' spacings
+  (not coarser than the other axes);
+- input size = median image shape after resampling to the target spacing, rounded up to a multiple of ``divisor``
+  and capped by a voxel budget by shrinking the largest axes;
+- normalization: CT → clip to the pooled foreground 0.5/99.5 percentiles and z-score with the pooled foreground
+  mean/std (``CTNormalization``); MR and other modalities → per-image z-score (over the non-zero region when
+  cropping to it would remove more than a quarter of the image, as nnU-Net's ``use_mask_for_norm``); 8-bit 2D images
+  → 0..255 to 0..1; mixed modalities → per-image z-score.
+
+Differences to nnU-Net: shapes/spacings are those of the stored images (nnU-Net uses shapes after cropping to the
+non-zero region); multi-channel images are pooled over channels; 2D images keep their storage axis order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmonai.utils import PathLike, atomic_write_json
+
+__all__ = [
+    "FingerprintError",
+    "ANISOTROPY_THRESHOLD",
+    "DEFAULT_DIVISOR",
+    "DEFAULT_MAX_VOXELS",
+    "compute_fingerprint",
+    "image_fingerprint",
+    "plan_from_fingerprint",
+    "fingerprint_datalist",
+    "write_fingerprint",
+    "normalize_modality",
+]
+
+ANISOTROPY_THRESHOLD = 3.0
+#: Default size divisor per spatial dimensionality (3D: 3 poolings like nnU-Net's hippocampus plan; 2D: 4).
+DEFAULT_DIVISOR: dict[int, int] = {2: 16, 3: 8}
+#: Default voxel budget of the input size per spatial dimensionality.
+DEFAULT_MAX_VOXELS: dict[int, int] = {2: 256**2, 3: 128**3}
+_PERCENTILES = (0.5, 50.0, 99.5)
+_MODALITY_ALIASES = {"MRI": "MR", "8BIT": "8bit", "OT8": "8bit", "CTA": "CT"}
+
+
+class FingerprintError(RuntimeError):
+    """Fingerprinting failed; the message names the file and the reason."""
+
+
+def normalize_modality(value: Any) -> str | None:
+    """Normalize a modality name (``"mri"`` → ``"MR"``; a ``{"0": "MRI"}`` channel mapping → its first value)."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        vals = [v for _, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+        value = vals[0] if vals else None
+        if value is None:
+            return None
+    s = str(value).strip()
+    if not s:
+        return None
+    up = s.upper()
+    return _MODALITY_ALIASES.get(up, up)
+
+
+def _modality_category(modality: str) -> str:
+    if modality == "CT":
+        return "CT"
+    if modality == "8bit":
+        return "8bit"
+    return "zscore"
+
+
+def _stats(v: np.ndarray) -> dict[str, float] | None:
+    if v.size == 0:
+        return None
+    v = v.astype(np.float64, copy=False)
+    p = np.percentile(v, _PERCENTILES)
+    return {
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "percentile_00_5": float(p[0]),
+        "median": float(p[1]),
+        "percentile_99_5": float(p[2]),
+        "n_voxels": int(v.size),
+    }
+
+
+def _sample(v: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if v.size <= n:
+        return v.astype(np.float32, copy=True)
+    return v[rng.choice(v.size, size=n, replace=False)].astype(np.float32)
+
+
+def _name(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return f"{value[0]} (+{len(value) - 1} files)" if len(value) > 1 else str(value[0]) if value else "<empty>"
+    return str(value)
+
+
+def _ras_geometry(affine: np.ndarray, spatial_shape: Sequence[int]) -> dict[str, Any]:
+    """Spacing and shape in RAS axis order (axis 0 = left-right...), plus the storage axis codes.
+
+    2D images keep their storage axis order (a projection image has no RAS axis order; its plane may be coronal
+    or sagittal): their spacing is the length of the first two columns of the full (3D) affine.
+    """
+    import nibabel as nib
+    from monai.data.utils import to_affine_nd
+
+    sd = len(spatial_shape)
+    labels = (("L", "R"), ("P", "A"), ("I", "S"))
+    aff = np.asarray(affine, dtype=np.float64)
+    if sd == 2:
+        a3 = aff if aff.shape == (4, 4) else np.asarray(to_affine_nd(3, aff), dtype=np.float64)
+        cols = a3[:3, :2]
+        spacing = np.linalg.norm(cols, axis=0)
+        axcodes = "".join(labels[int(np.argmax(np.abs(c)))][int(c[np.argmax(np.abs(c))] > 0)] for c in cols.T)
+        shape = [int(s) for s in spatial_shape]
+        return {
+            "shape": shape,
+            "spacing": [float(s) for s in spacing],
+            "storage_shape": shape,
+            "storage_spacing": [float(s) for s in spacing],
+            "axcodes": axcodes,
+        }
+    aff = np.asarray(to_affine_nd(sd, aff), dtype=np.float64)
+    spacing = np.linalg.norm(aff[:sd, :sd], axis=0)
+    ornt = nib.orientations.io_orientation(aff)
+    if np.isnan(ornt).any():
+        raise ValueError(f"degenerate affine (cannot determine the axis orientation):\n{aff}")
+    perm = ornt[:, 0].astype(int)
+    spacing_ras = np.empty(sd)
+    shape_ras = np.empty(sd, dtype=int)
+    spacing_ras[perm] = spacing
+    shape_ras[perm] = np.asarray(spatial_shape, dtype=int)
+    axcodes = "".join(nib.orientations.ornt2axcodes(ornt, labels=labels[:sd]))
+    return {
+        "shape": [int(s) for s in shape_ras],
+        "spacing": [float(s) for s in spacing_ras],
+        "storage_shape": [int(s) for s in spatial_shape],
+        "storage_spacing": [float(s) for s in spacing],
+        "axcodes": axcodes,
+    }
+
+
+def _nonzero_bbox_fraction(arr: np.ndarray) -> float:
+    nz = np.any(arr != 0, axis=0)
+    if not nz.any():
+        return 0.0
+    size = 1
+    for ax in range(nz.ndim):
+        other = tuple(a for a in range(nz.ndim) if a != ax)
+        idx = np.flatnonzero(nz.any(axis=other))
+        size *= int(idx[-1] - idx[0] + 1)
+    return float(size / nz.size)
+
+
+def _heuristic_modality(arr: np.ndarray, integer_valued: bool, spatial_dims: int) -> str:
+    vmin, vmax = float(arr.min()), float(arr.max())
+    if integer_valued and vmin <= -500:
+        return "CT"
+    if integer_valued and vmin >= 0 and vmax <= 255 and spatial_dims == 2:
+        return "8bit"
+    return "MR"
+
+
+def image_fingerprint(
+    image: Any,
+    mask: Any | None = None,
+    entry: Mapping[str, Any] | None = None,
+    default_modality: str | None = None,
+    samples_per_image: int = 10000,
+    rng: np.random.Generator | None = None,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Fingerprint one loaded, channel-first image (a MONAI ``MetaTensor``).
+
+    Args:
+        image: the image, shape ``(C, *spatial)``, with ``affine`` and ``meta``.
+        mask: optional segmentation mask on the same grid.
+        entry: the datalist entry (for ``modality``).
+        default_modality: modality to use when neither the reader nor the entry gives one.
+        samples_per_image: number of voxels sampled for the pooled statistics.
+        rng: random generator for the sampling.
+
+    Returns:
+        ``(record, foreground_samples, all_samples)``; ``foreground_samples`` is empty without a mask.
+
+    Raises:
+        ValueError: for non-finite values or a mask on another grid.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    entry = entry or {}
+    arr = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"expected a channel-first 2D or 3D image, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"image has {int((~np.isfinite(arr)).sum())} non-finite (NaN/inf) voxel(s)")
+    sd = arr.ndim - 1
+    affine = np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64)
+    rec: dict[str, Any] = {"spatial_dims": sd, "channels": int(arr.shape[0])}
+    rec.update(_ras_geometry(affine, arr.shape[1:]))
+    integer_valued = bool(np.array_equal(arr, np.round(arr)))
+    rec["integer_valued"] = integer_valued
+
+    meta = getattr(image, "meta", None) or {}
+    modality, source = normalize_modality(meta.get("Modality")), "reader"
+    if modality is None:
+        modality, source = normalize_modality(entry.get("modality")), "entry"
+    if modality is None:
+        modality, source = normalize_modality(default_modality), "datalist"
+    if modality is None:
+        modality, source = _heuristic_modality(arr, integer_valued, sd), "heuristic"
+    rec["modality"] = modality
+    rec["modality_source"] = source
+
+    flat = arr.reshape(-1)
+    rec["intensity_all"] = _stats(flat)
+    rec["nonzero_bbox_fraction"] = _nonzero_bbox_fraction(arr)
+    all_samples = _sample(flat, samples_per_image, rng)
+    fg_samples = np.empty(0, dtype=np.float32)
+    rec["intensity_foreground"] = None
+    rec["mask_labels"] = None
+    if mask is not None:
+        m = np.asarray(mask.detach().cpu().numpy() if hasattr(mask, "detach") else mask)
+        if tuple(m.shape[1:]) != tuple(arr.shape[1:]):
+            raise ValueError(f"mask spatial shape {tuple(m.shape[1:])} differs from image {tuple(arr.shape[1:])}")
+        labels, counts = np.unique(np.round(m).astype(np.int64), return_counts=True)
+        rec["mask_labels"] = {str(int(lab)): int(c) for lab, c in zip(labels, counts)}
+        fg = np.broadcast_to(np.any(m > 0, axis=0, keepdims=True), arr.shape)
+        fg_vals = arr[fg]
+        rec["intensity_foreground"] = _stats(fg_vals)
+        fg_samples = _sample(fg_vals, samples_per_image, rng)
+    return rec, fg_samples, all_samples
+
+
+def _axis_stats(values: np.ndarray) -> dict[str, list[float]]:
+    return {
+        "median": [float(v) for v in np.median(values, axis=0)],
+        "min": [float(v) for v in values.min(axis=0)],
+        "max": [float(v) for v in values.max(axis=0)],
+        "percentile_10": [float(v) for v in np.percentile(values, 10, axis=0)],
+    }
+
+
+def compute_fingerprint(
+    entries: Sequence[Mapping[str, Any]],
+    image_key: str = "image",
+    mask_key: str | None = "mask",
+    classes: Sequence[str] | None = None,
+    progress: bool = True,
+    samples_per_image: int = 10000,
+    seed: int = 0,
+    default_modality: str | None = None,
+) -> dict[str, Any]:
+    """Compute the dataset fingerprint of datalist entries (paths already resolved).
+
+    Args:
+        entries: datalist entries (``image``, optional ``mask``, ``label``, ``subject``, ``modality``).
+        image_key: key of the image path.
+        mask_key: key of the segmentation mask path (entries without it have no foreground statistics).
+        classes: class names indexed by the entries' integer ``label``.
+        progress: show a tqdm progress bar.
+        samples_per_image: foreground (or all-voxel) samples per image for the pooled statistics; sampling is
+            deterministic given ``seed`` and the entry order.
+        seed: sampling seed.
+        default_modality: dataset-level modality (e.g. the datalist's ``modality``), used for images whose reader
+            and entry give none.
+
+    Returns:
+        The fingerprint dict: ``images`` (one record per entry) and the aggregates ``n_images``, ``n_subjects``,
+        ``images_per_subject``, ``spatial_dims``, ``channels``, ``median_spacing``, ``median_shape``,
+        ``spacing``/``shape`` (``median``, ``min``, ``max``, ``percentile_10`` per RAS axis), ``anisotropy_ratio``,
+        ``modality_counts``, ``modality_sources``, ``intensity`` (pooled), ``class_counts``, ``mask_labels``.
+
+    Raises:
+        FingerprintError: if an image cannot be loaded or fingerprinted (the message names the file), if the list
+            is empty, or if 2D and 3D images are mixed.
+    """
+    from monai.transforms import Compose
+    from tqdm.auto import tqdm
+
+    from medmonai.transforms.io import load_image_transforms
+
+    if len(entries) == 0:
+        raise FingerprintError("cannot fingerprint an empty list of entries")
+    loaders = Compose(load_image_transforms(image_key, [mask_key] if mask_key else [], image_only=True))
+
+    records: list[dict[str, Any]] = []
+    fg_pool: list[np.ndarray] = []
+    all_pool: list[np.ndarray] = []
+    for i, entry in enumerate(tqdm(entries, desc="fingerprint", disable=not progress, unit="img")):
+        if image_key not in entry:
+            raise FingerprintError(f"entry {i}: no '{image_key}' key: {dict(entry)!r}")
+        name = _name(entry[image_key])
+        data = {image_key: entry[image_key]}
+        if mask_key and entry.get(mask_key) is not None:
+            data[mask_key] = entry[mask_key]
+        try:
+            loaded = loaders(data)
+            rng = np.random.default_rng([int(seed), i])
+            rec, fg, al = image_fingerprint(
+                loaded[image_key], loaded.get(mask_key) if mask_key else None, entry, default_modality,
+                samples_per_image, rng,
+            )  # fmt: skip
+        except Exception as e:
+            cause = e.__cause__ if isinstance(e, RuntimeError) and e.__cause__ is not None else e
+            raise FingerprintError(f"{name}: cannot fingerprint entry {i}: {type(cause).__name__}: {cause}") from e
+        rec = {"file": name, "subject": str(entry.get("subject", name)), **rec}
+        if mask_key and entry.get(mask_key) is not None:
+            rec["mask_file"] = _name(entry[mask_key])
+        if "label" in entry:
+            rec["label"] = entry["label"]
+        records.append(rec)
+        fg_pool.append(fg)
+        all_pool.append(al)
+
+    dims = Counter(r["spatial_dims"] for r in records)
+    if len(dims) > 1:
+        examples = {d: next(r["file"] for r in records if r["spatial_dims"] == d) for d in dims}
+        raise FingerprintError(f"mixed 2D and 3D images ({dict(dims)}), e.g. {examples}")
+    sd = next(iter(dims))
+    spacings = np.array([r["spacing"] for r in records], dtype=np.float64)
+    shapes = np.array([r["shape"] for r in records], dtype=np.float64)
+
+    subjects = Counter(r["subject"] for r in records)
+    per_subject = np.array(list(subjects.values()))
+    class_counts: dict[str, int] = {}
+    for e in entries:
+        if "label" in e and e["label"] is not None:
+            lab = e["label"]
+            if classes is not None and isinstance(lab, int | np.integer) and 0 <= int(lab) < len(classes):
+                lab = classes[int(lab)]
+            class_counts[str(lab)] = class_counts.get(str(lab), 0) + 1
+    if classes is not None:
+        class_counts = {str(c): class_counts.get(str(c), 0) for c in classes} | class_counts
+
+    mask_labels: dict[str, dict[str, int]] = {}
+    for r in records:
+        for lab, n in (r["mask_labels"] or {}).items():
+            d = mask_labels.setdefault(lab, {"images": 0, "voxels": 0})
+            d["images"] += 1
+            d["voxels"] += n
+
+    with_mask = sum(r["intensity_foreground"] is not None for r in records)
+    if with_mask == len(records):
+        pooled_src, pool = "foreground", np.concatenate(fg_pool)
+    else:
+        pooled_src, pool = "all voxels", np.concatenate(all_pool)
+    if pool.size == 0:  # masks present but all empty
+        pooled_src, pool = "all voxels", np.concatenate(all_pool)
+    pooled = _stats(pool) or {}
+    pooled["source"] = pooled_src
+    pooled["n_images_with_mask"] = with_mask
+
+    median_spacing = np.median(spacings, axis=0)
+    aniso = np.max(spacings, axis=1) / np.min(spacings, axis=1)
+    return {
+        "n_images": len(records),
+        "n_subjects": len(subjects),
+        "images_per_subject": {
+            "min": int(per_subject.min()),
+            "median": float(np.median(per_subject)),
+            "max": int(per_subject.max()),
+        },
+        "spatial_dims": int(sd),
+        "channels": {str(k): v for k, v in sorted(Counter(r["channels"] for r in records).items())},
+        "median_spacing": [float(v) for v in median_spacing],
+        "median_shape": [float(v) for v in np.median(shapes, axis=0)],
+        "spacing": _axis_stats(spacings),
+        "shape": _axis_stats(shapes),
+        "anisotropy_ratio": {
+            "median_spacing": float(median_spacing.max() / median_spacing.min()),
+            "max_image": float(aniso.max()),
+        },
+        "modality_counts": dict(Counter(r["modality"] for r in records)),
+        "modality_sources": dict(Counter(r["modality_source"] for r in records)),
+        "integer_valued": sum(r["integer_valued"] for r in records),
+        "nonzero_bbox_fraction": {
+            "median": float(np.median([r["nonzero_bbox_fraction"] for r in records])),
+            "min": float(min(r["nonzero_bbox_fraction"] for r in records)),
+        },
+        "intensity": pooled,
+        "class_counts": class_counts,
+        "mask_labels": dict(sorted(mask_labels.items(), key=lambda kv: int(kv[0]))),
+        "samples_per_image": int(samples_per_image),
+        "seed": int(seed),
+        "images": records,
+    }
+
+
+def _fmt(values: Sequence[float], nd: int = 3) -> str:
+    return "(" + ", ".join(f"{v:.{nd}g}" for v in values) + ")"
+
+
+def plan_from_fingerprint(
+    fp: Mapping[str, Any],
+    spatial_dims: int | None = None,
+    max_patch_voxels: int | None = None,
+    divisor: int | None = None,
+) -> dict[str, Any]:
+    """Derive a preprocessing plan from a fingerprint (nnU-Net rules, see the module docstring).
+
+    Args:
+        fp: the result of :func:`compute_fingerprint` (or a fingerprint result with a ``fingerprint`` key).
+        spatial_dims: expected dimensionality (checked against the fingerprint).
+        max_patch_voxels: voxel budget of the input size (default ``128**3`` in 3D, ``256**2`` in 2D).
+        divisor: every input size is a multiple of it (a power of two: 2 ** number of down-samplings;
+            default 8 in 3D, 16 in 2D).
+
+    Returns:
+        The plan: ``spatial_dims``, ``target_spacing``, ``orientation``, ``spatial_size``, ``size_mode``,
+        ``normalization``, ``denoise``, ``channels`` (consumed by
+        :func:`~medmonai.transforms.preprocessing.build_preprocessing`), plus ``divisor``, ``max_patch_voxels``,
+        ``median_shape_resampled``, ``anisotropic`` and ``reasons`` (one string per choice).
+
+    Raises:
+        ValueError: for an inconsistent ``spatial_dims`` or an invalid divisor/budget.
+    """
+    if "fingerprint" in fp and isinstance(fp["fingerprint"], Mapping):
+        fp = fp["fingerprint"]
+    sd = int(fp["spatial_dims"])
+    if spatial_dims is not None and int(spatial_dims) != sd:
+        raise ValueError(f"the fingerprint is {sd}D but spatial_dims={spatial_dims} was requested")
+    divisor = int(divisor if divisor is not None else DEFAULT_DIVISOR[sd])
+    if divisor < 1 or divisor & (divisor - 1):
+        raise ValueError(f"divisor must be a power of two >= 1, got {divisor}")
+    budget = int(max_patch_voxels if max_patch_voxels is not None else DEFAULT_MAX_VOXELS[sd])
+    if budget < divisor**sd:
+        raise ValueError(f"max_patch_voxels={budget} is smaller than one divisor block ({divisor}**{sd})")
+    axes = "LR/PA/IS".split("/") if sd == 3 else ["i", "j"]
+    records = fp["images"]
+    spacings = np.array([r["spacing"] for r in records], dtype=np.float64)
+    shapes = np.array([r["shape"] for r in records], dtype=np.float64)
+    reasons: list[str] = []
+
+    # --- target spacing -------------------------------------------------------------------------------------
+    target = np.median(spacings, axis=0)
+    median_shape = np.median(shapes, axis=0)
+    reasons.append(
+        f"target spacing: median spacing per axis {_fmt(target)} mm (axes {', '.join(axes)}"
+        f"{', RAS order' if sd == 3 else ' as stored'}) "
+        f"over {len(records)} images"
+    )
+    worst = int(np.argmax(target))
+    others = [a for a in range(sd) if a != worst]
+    anisotropic = False
+    if others:
+        max_other_spacing = max(target[a] for a in others)
+        min_other_size = min(median_shape[a] for a in others)
+        aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max_other_spacing
+        aniso_voxels = median_shape[worst] * ANISOTROPY_THRESHOLD < min_other_size
+        if aniso_spacing and aniso_voxels:
+            anisotropic = True
+            p10 = float(np.percentile(spacings[:, worst], 10))
+            new = max(p10, max_other_spacing + 1e-5) if p10 < max_other_spacing else p10
+            reasons.append(
+                f"anisotropic data: axis {axes[worst]} median spacing {target[worst]:.3g} mm is > "
+                f"{ANISOTROPY_THRESHOLD:g}x the other axes' ({max_other_spacing:.3g} mm) and its median size "
+                f"{median_shape[worst]:.0f} is < 1/{ANISOTROPY_THRESHOLD:g} of the others' ({min_other_size:.0f}): "
+                f"its target spacing is the 10th percentile of its spacings, {new:.3g} mm (nnU-Net rule)"
+            )
+            target[worst] = new
+        elif aniso_spacing:
+            reasons.append(
+                f"axis {axes[worst]} is > {ANISOTROPY_THRESHOLD:g}x coarser but has enough voxels "
+                f"({median_shape[worst]:.0f}): median spacing kept"
+            )
+    target = np.round(target, 6)
+
+    # --- input size ---------------------------------------------------------------------------------------------
+    resampled = np.round(shapes * spacings / target[None, :])
+    med_res = np.median(resampled, axis=0)
+    size = [max(divisor, int(math.ceil(s / divisor) * divisor)) for s in med_res]
+    reasons.append(
+        f"spatial size: median shape after resampling to the target spacing {_fmt(med_res, 4)} rounded up to a "
+        f"multiple of {divisor} -> {tuple(size)}"
+    )
+    if int(np.prod(size)) > budget:
+        before = tuple(size)
+        while int(np.prod(size)) > budget and max(size) > divisor:
+            ratios = [size[a] / max(med_res[a], 1.0) for a in range(sd)]
+            biggest = max(size)
+            axis = max((a for a in range(sd) if size[a] == biggest), key=lambda a: ratios[a])
+            size[axis] -= divisor
+        reasons.append(
+            f"spatial size {before} exceeds the budget of {budget} voxels: largest axes shrunk to {tuple(size)}; "
+            "images larger than that are centre-cropped (use size_mode='resize', a coarser target spacing, a "
+            "larger max_patch_voxels or patch-based training to keep the whole field of view)"
+        )
+    else:
+        reasons.append(f"spatial size {tuple(size)} is within the budget of {budget} voxels")
+
+    # --- normalization -------------------------------------------------------------------------------------------
+    modalities: dict[str, int] = dict(fp.get("modality_counts", {}))
+    categories = Counter()
+    for mod, n in modalities.items():
+        categories[_modality_category(mod)] += n
+    sources = fp.get("modality_sources", {})
+    src_txt = ", ".join(f"{k}: {v}" for k, v in sources.items())
+    nz = float(fp.get("nonzero_bbox_fraction", {}).get("median", 1.0))
+    normalization: dict[str, Any]
+    if len(categories) == 1 and "CT" in categories:
+        it = fp["intensity"]
+        normalization = {
+            "preset": "ct_clip_zscore",
+            "lower": round(it["percentile_00_5"], 4),
+            "upper": round(it["percentile_99_5"], 4),
+            "mean": round(it["mean"], 4),
+            "std": round(it["std"], 4),
+        }
+        reasons.append(
+            f"normalization: all images are CT (modality from {src_txt}): nnU-Net CT normalization, clip to the "
+            f"pooled {it['source']} 0.5/99.5 percentiles [{it['percentile_00_5']:.1f}, {it['percentile_99_5']:.1f}]"
+            f" HU and z-score with their mean {it['mean']:.1f} / std {it['std']:.1f}"
+            + ("" if it["source"] == "foreground" else " (no masks for every image: statistics over all voxels)")
+        )
+    elif len(categories) == 1 and "8bit" in categories:
+        normalization = {"preset": "scale255"}
+        reasons.append(f"normalization: all images are 8-bit (modality from {src_txt}): scale 0..255 to 0..1")
+    else:
+        nonzero = nz < 0.75
+        normalization = {"preset": "zscore", "nonzero": bool(nonzero), "channel_wise": True}
+        what = "all images are " + "/".join(modalities) if len(categories) == 1 else f"mixed modalities {modalities}"
+        reasons.append(
+            f"normalization: {what} (modality from {src_txt}): per-image z-score"
+            + (
+                f" over the non-zero voxels (cropping to the non-zero region keeps a median {nz:.0%} of the image,"
+                " < 75%)"
+                if nonzero
+                else f" over all voxels (the non-zero region covers a median {nz:.0%} of the image)"
+            )
+        )
+
+    # --- orientation and channels -------------------------------------------------------------------------------
+    orientation = "RAS" if sd == 3 else None
+    reasons.append(
+        "orientation: re-orient 3D images to RAS so that axes (and the target spacing) match across images"
+        if sd == 3
+        else "orientation: none for 2D images (projection images are kept as stored)"
+    )
+    channel_counts = {int(k): v for k, v in dict(fp.get("channels", {})).items()}
+    channels = None
+    if len(channel_counts) > 1:
+        if sd == 2 and set(channel_counts) <= {1, 3, 4}:
+            channels = 1
+            reasons.append(f"channels: mixed channel counts {channel_counts}: colour images converted to grey")
+        else:
+            reasons.append(f"channels: mixed channel counts {channel_counts}: not harmonised, check the data")
+
+    return {
+        "spatial_dims": sd,
+        "target_spacing": [float(t) for t in target],
+        "orientation": orientation,
+        "spatial_size": [int(s) for s in size],
+        "size_mode": "crop_pad",
+        "normalization": normalization,
+        "denoise": None,
+        "channels": channels,
+        "divisor": divisor,
+        "max_patch_voxels": budget,
+        "median_shape_resampled": [float(s) for s in med_res],
+        "anisotropic": anisotropic,
+        "reasons": reasons,
+    }
+
+
+def fingerprint_datalist(
+    datalist_path: PathLike,
+    key: str = "training",
+    image_key: str = "image",
+    mask_key: str | None = "mask",
+    progress: bool = True,
+    samples_per_image: int = 10000,
+    seed: int = 0,
+    spatial_dims: int | None = None,
+    max_patch_voxels: int | None = None,
+    divisor: int | None = None,
+) -> dict[str, Any]:
+    """Fingerprint one split of a datalist (``"all"`` for every split) and plan its preprocessing.
+
+    The datalist's ``classes`` name the labels and its top-level ``modality`` (a string, or an MSD-style
+    ``{"0": "MRI"}`` mapping) is used for images whose reader and entry give no modality.
+
+    Returns:
+        ``{"fingerprint": ..., "plan": ..., "datalist": str(datalist_path), "key": key}``.
+    """
+    from medmonai.data.datalist import class_names, load_datalist, load_datalist_file
+
+    raw = load_datalist_file(datalist_path)
+    entries = load_datalist(datalist_path, key=key)
+    fp = compute_fingerprint(
+        entries,
+        image_key=image_key,
+        mask_key=mask_key,
+        classes=class_names(raw),
+        progress=progress,
+        samples_per_image=samples_per_image,
+        seed=seed,
+        default_modality=normalize_modality(raw.get("modality")),
+    )
+    plan = plan_from_fingerprint(fp, spatial_dims=spatial_dims, max_patch_voxels=max_patch_voxels, divisor=divisor)
+    return {"fingerprint": fp, "plan": plan, "datalist": os.fspath(datalist_path), "key": key}
+
+
+def write_fingerprint(path: PathLike, result: Mapping[str, Any]) -> Path:
+    """Write a fingerprint result (or a bare plan) atomically as JSON; returns the path."""
+    return atomic_write_json(path, dict(result))

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+from medmonai import __version__
+from medmonai.cli.main import main
+from medmonai.data.datalist import load_datalist, load_datalist_file
+from tests.conftest import require
+
+
+def test_console_entry_point_version():
+    out = subprocess.run([sys.executable, "-m", "medmonai", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"medmonai {__version__}"
+
+
+def test_phantoms_check_fingerprint_datalist_on_2d_phantoms(tmp_path, capsys):
+    out = tmp_path / "ph"
+    assert main(["-q", "phantoms", str(out), "--dims", "2", "--small", "--formats", "png,nifti,dicom"]) == 0
+    for fmt in ("png", "nifti", "dicom"):
+        assert (out / f"datalist_{fmt}.json").is_file()
+    assert main(["check", str(out / "datalist_png.json")]) == 0
+    assert main(["-q", "fingerprint", str(out / "datalist_nifti.json"), "--out", str(tmp_path / "fp.json")]) == 0
+    fp = json.loads((tmp_path / "fp.json").read_text())
+    assert fp["plan"]["spatial_dims"] == 2
+    assert len(fp["plan"]["spatial_size"]) == 2
+
+    # hospital-style: scan the DICOM folder, join labels by PatientID
+    truth = load_datalist_file(out / "datalist_dicom.json")
+    classes = truth["classes"]
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["PatientID", "label"])
+        for s, lab in sorted({(e["subject"], e["label"]) for e in truth["training"]}):
+            w.writerow([s, classes[lab]])
+    dl = tmp_path / "dicom.json"
+    rc = main(
+        ["-q", "datalist", "dicom", str(out / "dicom"), "--labels-csv", str(labels), "--classes", ",".join(classes)]
+        + ["--out", str(dl)]
+    )
+    assert rc == 0
+    entries = load_datalist(dl)
+    assert len(entries) == len(truth["training"])
+    by_subject = {e["subject"]: e["label"] for e in truth["training"]}
+    assert all(e["label"] == by_subject[e["subject"]] for e in entries)
+
+
+def test_bad_input_gives_one_clear_error(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"x")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label\na.png,cat\n")
+    rc = main(["datalist", "csv", str(csv_path), "--classes", "benign,malignant", "--out", str(tmp_path / "d.json")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "labels.csv" in err and "cat" in err
+    assert not (tmp_path / "d.json").exists()  # nothing half-written
+
+
+def test_check_reports_problems_with_exit_code(tmp_path, capsys):
+    (tmp_path / "d.json").write_text(json.dumps({"classes": ["a", "b"], "training": [{"image": "x.png", "label": 0}]}))
+    assert main(["check", str(tmp_path / "d.json")]) == 1
+    out = capsys.readouterr().out
+    assert "x.png" in out and "file does not exist" in out and "class 1 ('b') has no entries" in out
+
+
+def test_cli_on_breastmnist(shared_data, tmp_path):
+    npz = require(shared_data / "medmnist" / "breastmnist.npz")
+    dl = tmp_path / "breast" / "datalist.json"
+    assert main(["-q", "datalist", "medmnist", str(npz), "--out", str(dl)]) == 0
+    raw = load_datalist_file(dl)
+    assert (len(raw["training"]), len(raw["validation"]), len(raw["test"])) == (546, 78, 156)
+    assert main(["-q", "fingerprint", str(dl)]) == 0
+    fp = json.loads((dl.parent / "fingerprint.json").read_text())
+    assert fp["fingerprint"]["class_counts"] in ({"malignant": 147, "normal_benign": 399}, [147, 399])
+    assert fp["plan"]["normalization"]["preset"] == "scale255"
+
+
+def test_cli_on_msd_hippocampus(shared_data, tmp_path):
+    root = require(shared_data / "msd_hippocampus")
+    dl = tmp_path / "hippo.json"
+    assert main(["-q", "datalist", "msd", str(root), "--out", str(dl)]) == 0
+    assert len(load_datalist(dl)) == 260
+    assert main(["-q", "fingerprint", str(dl), "--out", str(tmp_path / "fp.json")]) == 0
+    plan = json.loads((tmp_path / "fp.json").read_text())["plan"]
+    assert plan["target_spacing"] == [1.0, 1.0, 1.0]
+    assert plan["normalization"]["preset"] == "zscore"
+
+
+def test_cli_on_mr_dicom(shared_data, tmp_path):
+    root = require(shared_data / "dicom" / "mr_brain")
+    dl = tmp_path / "mr.json"
+    assert main(["-q", "datalist", "dicom", str(root), "--out", str(dl)]) == 0
+    entries = load_datalist(dl)
+    assert len(entries) == 4
+    assert main(["-q", "fingerprint", str(dl), "--out", str(tmp_path / "fp.json")]) == 0
+    fp = json.loads((tmp_path / "fp.json").read_text())
+    assert fp["fingerprint"]["modality_counts"] == {"MR": 4}
