@@ -82,6 +82,7 @@ def run_demo(
         validate_entries,
         write_datalist,
     )
+    from medmonai.data.dicom import is_error
     from medmonai.data.fingerprint import fingerprint_datalist, write_fingerprint
     from medmonai.data.phantoms import PhantomConfig, generate_phantom_dataset
     from medmonai.transforms.preprocessing import build_preprocessing
@@ -117,8 +118,11 @@ def run_demo(
     )
     datalist_path = write_datalist(out / "datalist_dicom.json", datalist)
     print(f"      {len(datalist['training'])} series, classes {classes} -> {datalist_path}")
-    if problems:
-        print(format_problems(problems))
+    errors = [p for p in problems if is_error(p)]
+    if len(problems) > len(errors):
+        print(f"      {len(problems) - len(errors)} non-image file(s) ignored")
+    if errors:
+        print(format_problems(errors))
 
     _step(3, n, "checking the datalist (files, labels, classes)")
     entries = load_datalist(datalist_path, "training")

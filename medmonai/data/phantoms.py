@@ -39,7 +39,7 @@ Files written by :func:`generate_phantom_dataset` (``out_dir``)::
     nifti/{case_id}.nii.gz, nifti/{case_id}_seg.nii.gz      # stored integers + scl_slope/scl_inter
     dicom/{subject}/{case_id}/{SOPInstanceUID}.dcm          # 3D: one file per slice (names do not give order)
     dicom/{subject}/{case_id}.dcm                           # 2D: one single-frame file per image
-    dicom/{subject}/{case_id}_seg.nii.gz                    # mask of the DICOM image (same RAS geometry)
+    dicom_masks/{subject}/{case_id}_seg.nii.gz              # mask of the DICOM image (same RAS geometry)
     png/{case_id}.png, png/{case_id}_seg.png                # 2D only, pixel rows = j (array saved as arr.T)
     datalist_{fmt}.json, datalist.json, phantom_truth.json
 
@@ -994,7 +994,8 @@ def write_case_dicom(case: PhantomCase, out_dir: PathLike) -> tuple[Path, Path]:
 
     3D: one file per slice in ``{case_id}/``, named by SOPInstanceUID (names do not encode the slice order;
     stale ``.dcm`` files of an earlier run in that folder are removed). 2D: one file ``{case_id}.dcm``.
-    The mask goes to ``{case_id}_seg.nii.gz`` (RAS affine of the DICOM geometry).
+    The mask goes to ``out_dir/dicom_masks/{subject}/{case_id}_seg.nii.gz`` (RAS affine of the DICOM geometry),
+    outside the DICOM tree so that a scan of ``dicom/`` finds only DICOM files.
 
     Args:
         case: the case.
@@ -1021,7 +1022,8 @@ def write_case_dicom(case: PhantomCase, out_dir: PathLike) -> tuple[Path, Path]:
         image_path = series_dir
     else:
         image_path = atomic_write(root / f"{case.case_id}.dcm", _save(datasets[0]))
-    mask_path = _write_nifti(root / f"{case.case_id}_seg.nii.gz", case.mask, case.affine, 1.0, 0.0)
+    mask_dir = Path(out_dir) / "dicom_masks" / case.subject
+    mask_path = _write_nifti(mask_dir / f"{case.case_id}_seg.nii.gz", case.mask, case.affine, 1.0, 0.0)
     return image_path, mask_path
 
 

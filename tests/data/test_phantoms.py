@@ -314,7 +314,7 @@ def test_dicom_series_headers_and_pixels(dataset3d, small3d):
             sop_uids.add(ds.SOPInstanceUID)
         series_uids.add(c.series_uid)
         studies[c.subject].add(c.study_uid)
-        seg = nib.load(out / "dicom" / c.subject / f"{c.case_id}_seg.nii.gz")
+        seg = nib.load(out / "dicom_masks" / c.subject / f"{c.case_id}_seg.nii.gz")
         assert np.array_equal(np.asanyarray(seg.dataobj), c.mask) and np.array_equal(seg.affine, c.affine)
     assert len(series_uids) == len(cases)
     assert len(sop_uids) == sum(c.shape[2] for c in cases)
