@@ -57,7 +57,7 @@ def _save_preview(images: list[np.ndarray], labels: list[int], classes: list[str
 
 
 def run_demo(
-    out: PathLike = "demo_output", spatial_dims: int = 3, seed: int = 0, quick: bool = False
+    out: PathLike = "demo_output", spatial_dims: int = 3, seed: int = 0, quick: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """Run the end-to-end demo on synthetic phantoms and return its summary.
 
@@ -66,6 +66,7 @@ def run_demo(
         spatial_dims: 2 or 3.
         seed: phantom generator seed.
         quick: use the small phantom preset (for tests).
+        progress: show progress bars.
 
     Returns:
         The summary dict (also written to ``out/summary.json``).
@@ -88,14 +89,14 @@ def run_demo(
     from medmonai.transforms.preprocessing import build_preprocessing
 
     t0 = time.time()
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     n = 6
 
     _step(1, n, f"generating {spatial_dims}D phantoms (NIfTI + DICOM) in {out / 'phantoms'}")
     config = PhantomConfig.small(spatial_dims) if quick else PhantomConfig(spatial_dims=spatial_dims)
     config.seed = seed
-    written = generate_phantom_dataset(out / "phantoms", config, formats=("nifti", "dicom"), progress=True)
+    written = generate_phantom_dataset(out / "phantoms", config, formats=("nifti", "dicom"), progress=progress)
     phantom_dl = load_datalist_file(written["dicom"])
     classes = class_names(phantom_dl) or []
 
@@ -114,7 +115,7 @@ def run_demo(
 
     atomic_write(labels_csv, _write_csv)
     datalist, problems = datalist_from_dicom_folder(
-        out / "phantoms" / "dicom", labels_csv=labels_csv, key="PatientID", classes=classes, progress=True
+        out / "phantoms" / "dicom", labels_csv=labels_csv, key="PatientID", classes=classes, progress=progress
     )
     datalist_path = write_datalist(out / "datalist_dicom.json", datalist)
     print(f"      {len(datalist['training'])} series, classes {classes} -> {datalist_path}")
@@ -130,7 +131,7 @@ def run_demo(
     print("      no problems found")
 
     _step(4, n, "dataset fingerprint -> preprocessing plan")
-    result = fingerprint_datalist(datalist_path, key="training", progress=True)
+    result = fingerprint_datalist(datalist_path, key="training", progress=progress)
     fp_path = write_fingerprint(out / "fingerprint.json", result)
     plan = result["plan"]
     for r in plan.get("reasons", []):
@@ -140,7 +141,7 @@ def run_demo(
     _step(5, n, "preprocessing every series with the planned transform chain")
     pre = build_preprocessing(keys=("image",), plan=plan)
     images, labels, groups = [], [], []
-    for e in tqdm(entries, desc="preprocess", unit="series"):
+    for e in tqdm(entries, desc="preprocess", unit="series", disable=not progress):
         d = pre({"image": e["image"]})
         images.append(np.asarray(d["image"]))
         labels.append(int(e["label"]))

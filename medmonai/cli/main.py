@@ -147,7 +147,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from medmonai.apps.demo import run_demo
 
-    run_demo(args.out, spatial_dims=args.dims, seed=args.seed, quick=args.quick)
+    run_demo(args.out, spatial_dims=args.dims, seed=args.seed, quick=args.quick, progress=not args.quiet)
     return 0
 
 

@@ -174,20 +174,22 @@ def load_datalist(
 
 def _relativize(value: Any, base: Path) -> Any:
     if isinstance(value, str | Path):
-        p = Path(value)
-        if p.is_absolute():
-            try:
-                return p.resolve().relative_to(base.resolve()).as_posix()
-            except ValueError:
-                return str(p)
-        return p.as_posix()
+        p = Path(os.path.expanduser(value))
+        p = p if p.is_absolute() else Path.cwd() / p  # in-memory relative paths are relative to the cwd
+        try:
+            return p.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            return str(p.resolve())
     if isinstance(value, list | tuple):
         return [_relativize(v, base) for v in value]
     return value
 
 
 def write_datalist(path: PathLike, datalist: dict[str, Any], path_keys: Sequence[str] = PATH_KEYS) -> Path:
-    """Write a datalist atomically; absolute paths below the datalist's folder are stored relative to it.
+    """Write a datalist atomically; paths below the datalist's folder are stored relative to it.
+
+    In-memory relative paths are taken relative to the current directory; paths outside the datalist's folder are
+    stored absolute.
 
     Args:
         path: destination JSON file.

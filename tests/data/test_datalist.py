@@ -94,3 +94,13 @@ def test_label_names_are_accepted(tmp_path):
     assert check_entries(entries, classes=["neg", "pos"]) == []
     bad = [{"image": str(ok), "label": "maybe"}]
     assert "outside the class list" in check_entries(bad, classes=["neg", "pos"])[0].reason
+
+
+def test_relative_in_memory_paths_are_relative_to_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _touch(tmp_path / "data" / "img.png")
+    path = write_datalist(tmp_path / "out" / "d.json", {"training": [{"image": "data/img.png", "label": 0}]})
+    assert json.loads(path.read_text())["training"][0]["image"] == str(tmp_path / "data" / "img.png")
+    assert load_datalist(path)[0]["image"] == str(tmp_path / "data" / "img.png")
+    path = write_datalist(tmp_path / "d.json", {"training": [{"image": "data/img.png", "label": 0}]})
+    assert json.loads(path.read_text())["training"][0]["image"] == "data/img.png"
