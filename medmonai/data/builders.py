@@ -266,7 +266,8 @@ def datalist_from_medmnist(
     (pixel rows = ``H``, so MONAI's ``PILReader`` loads them as ``arr[i, j] = image[j, i]``); 3D volumes
     ``(N, D, H, W)`` as NIfTI with an identity affine and ``nifti[i, j, k] = volume[k, j, i]`` (``i`` = W,
     ``j`` = H, ``k`` = D, the same axis convention as the 2D images). Files go to
-    ``out_dir/<split>/<name>_<split>_<index>.png|.nii.gz`` (atomic writes; existing files are replaced).
+    ``out_dir/<split>/<class>/<name>_<split>_<index>.png|.nii.gz`` (a tree that ``datalist_from_image_folder`` also
+    reads) (atomic writes; existing files are replaced).
 
     MedMNIST has no patient ids, so every image is its own ``subject`` (``<name>_<split>_<index>``); images
     of one patient may therefore appear in several entries. This is recorded in the description.
@@ -339,6 +340,7 @@ def datalist_from_medmnist(
         bar = tqdm(total=total, desc=f"writing {name} images", unit="img")
     splits: dict[str, list[dict[str, Any]]] = {}
     ext = ".nii.gz" if kind == "3d" else ".png"
+    class_dirs = [re.sub(r"[^A-Za-z0-9_.-]+", "_", str(c)) for c in classes]
     for s, key in _NPZ_SPLITS:
         if s not in arrays:
             continue
@@ -346,7 +348,7 @@ def datalist_from_medmnist(
         entries = []
         for idx in range(len(images)):
             img = np.asarray(images[idx])
-            path = out_dir / s / f"{name}_{s}_{idx:05d}{ext}"
+            path = out_dir / s / class_dirs[int(labels[idx])] / f"{name}_{s}_{idx:05d}{ext}"
             if kind == "3d":
                 _write_nifti(path, np.ascontiguousarray(np.transpose(img, (2, 1, 0))))
             else:

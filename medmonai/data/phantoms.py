@@ -1156,8 +1156,10 @@ def generate_phantom_dataset(
                     "modality": case.modality,
                     "intensity": case.intensity,
                 }
-                if fmt == "png":
+                if fmt == "png":  # an 8-bit rendering: no spacing in the file, values no longer HU/MR units
                     entry["spacing"] = [float(s) for s in case.spacing]
+                    entry["source_modality"] = entry["modality"]
+                    entry["modality"] = "OT"
                 splits[fmt].setdefault(case.split, []).append(entry)
             truth_cases.append(case.truth())
             bar.update(1)

@@ -76,7 +76,8 @@ def test_medmnist_2d_grey(tmp_path):
     # round trip through the datalist file: relative paths, loads back
     out = write_datalist(tmp_path / "out" / "datalist.json", dl)
     raw = json.loads(out.read_text())
-    assert raw["training"][0]["image"] == "train/breastmnist_train_00000.png"
+    first = dl["training"][0]
+    assert raw["training"][0]["image"] == f"train/{dl['classes'][first['label']]}/breastmnist_train_00000.png"
     assert check_entries(load_datalist(out, "test"), dl["classes"]) == []
 
 
@@ -397,3 +398,20 @@ def test_real_mr_brain_dicom_folder():
     assert all(os.path.isdir(e["image"]) for e in dl["training"])
     shapes = sorted(tuple(e["shape"]) for e in dl["training"])
     assert shapes == [(34, 50, 40), (35, 51, 32), (280, 320, 22), (280, 320, 22)]
+
+
+def test_medmnist_tree_reads_back_with_the_folder_builder(tmp_path):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "breastmnist.npz"
+    arrays = {}
+    for s, n in (("train", 6), ("val", 2), ("test", 3)):
+        arrays[f"{s}_images"] = rng.integers(0, 256, size=(n, 5, 7), dtype=np.uint8)
+        arrays[f"{s}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(npz, **arrays)
+    dl = datalist_from_medmnist(npz, tmp_path / "out", progress=False)
+    again = datalist_from_image_folder(tmp_path / "out")
+    assert again["classes"] == dl["classes"]
+    for split in ("training", "validation", "test"):
+        a = sorted((e["image"], e["label"]) for e in dl[split])
+        b = sorted((str(e["image"]), e["label"]) for e in again[split])
+        assert a == b

@@ -377,12 +377,14 @@ def test_datalists_are_valid(which, dataset3d, dataset2d):
         truth = {c.case_id: c for c in cases}
         for e in entries:
             c = truth[e["case_id"]]
-            assert e["label"] == c.label and e["subject"] == c.subject and e["modality"] == c.modality
+            assert e["label"] == c.label and e["subject"] == c.subject
+            # PNG is an 8-bit rendering: its modality is "OT", the original one is kept as source_modality
+            assert e["modality"] == ("OT" if fmt == "png" else c.modality)
             assert e["split"] == c.split
             if fmt == "dicom" and dims == 3:
                 assert Path(e["image"]).is_dir()
             if fmt == "png":
-                assert e["spacing"] == list(c.spacing)
+                assert e["spacing"] == list(c.spacing) and e["source_modality"] == c.modality
     truth_json = json.loads(paths["truth"].read_text())
     assert [t["case_id"] for t in truth_json["cases"]] == [c.case_id for c in cases]
     assert PhantomConfig.from_dict(truth_json["config"]).fingerprint() == truth_json["config_fingerprint"]
