@@ -251,11 +251,14 @@ def image_fingerprint(
 
 
 def _axis_stats(values: np.ndarray) -> dict[str, list[float]]:
+    def r(a: np.ndarray) -> list[float]:
+        return [round(float(v), 6) for v in a]
+
     return {
-        "median": [float(v) for v in np.median(values, axis=0)],
-        "min": [float(v) for v in values.min(axis=0)],
-        "max": [float(v) for v in values.max(axis=0)],
-        "percentile_10": [float(v) for v in np.percentile(values, 10, axis=0)],
+        "median": r(np.median(values, axis=0)),
+        "min": r(values.min(axis=0)),
+        "max": r(values.max(axis=0)),
+        "percentile_10": r(np.percentile(values, 10, axis=0)),
     }
 
 
@@ -381,7 +384,7 @@ def compute_fingerprint(
         },
         "spatial_dims": int(sd),
         "channels": {str(k): v for k, v in sorted(Counter(r["channels"] for r in records).items())},
-        "median_spacing": [float(v) for v in median_spacing],
+        "median_spacing": [round(float(v), 6) for v in median_spacing],
         "median_shape": [float(v) for v in np.median(shapes, axis=0)],
         "spacing": _axis_stats(spacings),
         "shape": _axis_stats(shapes),
