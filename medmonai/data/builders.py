@@ -621,7 +621,7 @@ def datalist_from_dicom_folder(
         medmonai.data.dicom.DicomError: for DICOM problems with ``on_error="raise"``, or when no series is found.
         DatalistError: for CSV problems, or a series without a label row with ``on_error="raise"``.
     """
-    from medmonai.data.dicom import DicomError, _list_files, is_error, scan_dicom_folder
+    from medmonai.data.dicom import DicomError, is_error, list_folder_files, scan_dicom_folder
 
     folder = Path(folder)
     series, problems = scan_dicom_folder(folder, recursive=True, on_error=on_error, progress=progress)
@@ -674,7 +674,8 @@ def datalist_from_dicom_folder(
             entry["label"] = label_index[key_value]
         # the folder can stand for the series only when it holds exactly its files and nothing bad
         own = {str(Path(f)) for f in s.files}
-        in_folder = {str(p) for p in _list_files(Path(s.folder), recursive=False)} if Path(s.folder).is_dir() else set()
+        folder_s = Path(s.folder)
+        in_folder = {str(p) for p in list_folder_files(folder_s, recursive=False)} if folder_s.is_dir() else set()
         exclusive = (
             all(Path(f).parent == Path(s.folder) for f in s.files)
             and in_folder - skipped_files == own

@@ -36,6 +36,7 @@ from medmonai.data.datalist import Problem
 from medmonai.utils import PathLike
 
 __all__ = [
+    "list_folder_files",
     "DICOM_SUFFIXES",
     "SKIPPED",
     "DicomError",
@@ -491,7 +492,8 @@ def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
     )
 
 
-def _list_files(folder: Path, recursive: bool) -> list[Path]:
+def list_folder_files(folder: Path, recursive: bool) -> list[Path]:
+    """Files of ``folder`` (sorted; recursively if asked), without hidden files and ``Thumbs.db``."""
     if recursive:
         out = []
         for root, dirs, names in os.walk(folder):
@@ -592,7 +594,7 @@ def scan_dicom_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(f"{folder}: DICOM folder does not exist or is not a folder", str(folder))
-    files = _list_files(folder, recursive)
+    files = list_folder_files(folder, recursive)
     if not files:
         raise DicomError(f"{folder}: no files found{' (searched sub-folders too)' if recursive else ''}", str(folder))
     return scan_dicom_files(files, on_error=on_error, progress=progress)
@@ -696,7 +698,7 @@ class DicomSeriesReader(ImageReader):
                 raise DicomError(f"{n}: file does not exist", n)
         if dirs:
             folder = Path(dirs[0])
-            files = _list_files(folder, self.recursive)
+            files = list_folder_files(folder, self.recursive)
             if not files:
                 raise DicomError(f"{folder}: no files found in DICOM folder", str(folder))
             series, problems = scan_dicom_files(files, on_error="skip")
