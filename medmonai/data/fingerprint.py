@@ -625,3 +625,39 @@ def fingerprint_datalist(
 def write_fingerprint(path: PathLike, result: Mapping[str, Any]) -> Path:
     """Write a fingerprint result (or a bare plan) atomically as JSON; returns the path."""
     return atomic_write_json(path, dict(result))
+
+
+def ensure_plan(
+    datalist_path: PathLike,
+    out: PathLike | None = None,
+    key: str = "training",
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The preprocessing plan of a datalist, computed once and cached as a fingerprint JSON.
+
+    Meant for bundle configs (``plan: "$medmonai.data.fingerprint.ensure_plan(@datalist, @output_dir + '/fp.json')"``):
+    the first run fingerprints the ``key`` split (never ``test``) and writes ``out``; later runs read it back, as long
+    as it was made from the same datalist file and split. ``overrides`` replace plan values (e.g. ``spatial_size``).
+
+    Returns:
+        The plan dict (consumable by :func:`medmonai.transforms.preprocessing.build_preprocessing`).
+    """
+    import json
+
+    datalist_path = Path(datalist_path)
+    out = Path(out) if out is not None else datalist_path.with_name("fingerprint.json")
+    result = None
+    if out.is_file():
+        try:
+            cached = json.loads(out.read_text(encoding="utf-8"))
+            if cached.get("datalist") == os.fspath(datalist_path) and cached.get("key") == key:
+                result = cached
+        except (OSError, json.JSONDecodeError):
+            result = None
+    if result is None:
+        result = fingerprint_datalist(datalist_path, key=key, progress=progress)
+        write_fingerprint(out, result)
+    plan = dict(result["plan"])
+    plan.update({k: v for k, v in overrides.items() if v is not None})
+    return plan

@@ -1195,3 +1195,43 @@ def generate_phantom_dataset(
     }
     paths["truth"] = atomic_write_json(out / "phantom_truth.json", truth)
     return paths
+
+
+def ensure_phantom_dataset(
+    out_dir: PathLike,
+    spatial_dims: int = 2,
+    formats: Sequence[str] | None = None,
+    progress: bool = True,
+    **config: Any,
+) -> Path:
+    """Generate the phantom data set into ``out_dir`` unless the same one is already there; return its datalist.
+
+    This is how bundles get their embedded default data: ``datalist: "$medmonai.data.phantoms.ensure_phantom_dataset(
+    @dataset_dir, 2, test_fraction=0.25)"``. The data set is identified by its full config (stored in
+    ``phantom_truth.json``), so a changed config regenerates it.
+
+    Args:
+        out_dir: data set folder.
+        spatial_dims: 2 or 3.
+        formats: file formats (default: the generator's default for ``spatial_dims``).
+        progress: show a progress bar while generating.
+        config: further :class:`PhantomConfig` fields (``n_subjects``, ``test_fraction``, ``seed``...).
+
+    Returns:
+        Path of ``datalist.json`` (the first format's datalist).
+    """
+    out = Path(out_dir)
+    cfg = PhantomConfig(spatial_dims=spatial_dims, **config)
+    cfg.validate()
+    truth = out / "phantom_truth.json"
+    datalist = out / "datalist.json"
+    if truth.is_file() and datalist.is_file():
+        try:
+            stored = json.loads(truth.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            stored = {}
+        same_formats = formats is None or stored.get("formats") == list(formats)
+        if stored.get("config") == cfg.to_dict() and same_formats:
+            return datalist
+    written = generate_phantom_dataset(out, cfg, formats=formats, progress=progress)
+    return Path(written["datalist"])

@@ -104,3 +104,18 @@ def test_relative_in_memory_paths_are_relative_to_cwd(tmp_path, monkeypatch):
     assert load_datalist(path)[0]["image"] == str(tmp_path / "data" / "img.png")
     path = write_datalist(tmp_path / "d.json", {"training": [{"image": "data/img.png", "label": 0}]})
     assert json.loads(path.read_text())["training"][0]["image"] == "data/img.png"
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from medmonai.utils import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary file left

@@ -1,0 +1,52 @@
+"""Where a bundle's data comes from: a user datalist, a data set folder, or the embedded phantoms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from medmonai.utils import PathLike
+
+__all__ = ["resolve_datalist", "select_keys"]
+
+
+def resolve_datalist(
+    datalist: PathLike | None = None,
+    dataset_dir: PathLike | None = None,
+    spatial_dims: int = 2,
+    progress: bool = True,
+    **phantom: Any,
+) -> str:
+    """Pick the datalist a bundle runs on.
+
+    1. ``datalist`` when given (a datalist JSON file);
+    2. else ``dataset_dir/datalist.json`` when it exists and is not a phantom data set made by us;
+    3. else the embedded default: the synthetic phantom data set, generated into ``dataset_dir`` (once; see
+       :func:`medmonai.data.phantoms.ensure_phantom_dataset`) with the ``phantom`` config fields.
+
+    Returns:
+        The datalist path as a string.
+
+    Raises:
+        FileNotFoundError: if ``datalist`` is given but does not exist.
+    """
+    if datalist:
+        path = Path(datalist)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: datalist file does not exist")
+        return str(path)
+    if dataset_dir is None:
+        raise ValueError("give a datalist file or a dataset_dir")
+    folder = Path(dataset_dir)
+    candidate = folder / "datalist.json"
+    if candidate.is_file() and not (folder / "phantom_truth.json").is_file():
+        return str(candidate)
+    from medmonai.data.phantoms import ensure_phantom_dataset
+
+    return str(ensure_phantom_dataset(folder, spatial_dims=spatial_dims, progress=progress, **phantom))
+
+
+def select_keys(entries: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Keep only ``keys`` of every entry (those present), so that batches collate cleanly."""
+    return [{k: e[k] for k in keys if k in e} for e in entries]

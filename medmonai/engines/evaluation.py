@@ -1,0 +1,161 @@
+"""Post-training evaluation of a classifier: threshold on validation data, test set once, one report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medmonai.utils import PathLike
+
+__all__ = ["load_weights", "predict_probabilities", "evaluate_classifier"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_weights(network: torch.nn.Module, checkpoint: PathLike, key: str | None = None) -> torch.nn.Module:
+    """Load a state dict saved by the bundles (``torch.load(weights_only=True)``) into ``network``.
+
+    Args:
+        network: the network (DDP wrappers are unwrapped).
+        checkpoint: ``.pt`` file holding a state dict, or a dict of objects (``key`` selects one, default: the
+            first of ``network``, ``model``, ``state_dict``).
+        key: entry of a multi-object checkpoint.
+
+    Returns:
+        The network.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if key is not None:
+        state = state[key]
+    elif isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        for k in ("network", "model", "state_dict"):
+            if k in state:
+                state = state[k]
+                break
+    net = network.module if hasattr(network, "module") else network
+    net.load_state_dict(state)
+    return network
+
+
+@torch.no_grad()
+def predict_probabilities(
+    network: torch.nn.Module,
+    entries: Sequence[dict[str, Any]],
+    transform: Callable,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    id_key: str = "case_id",
+) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
+    """Class probabilities (softmax) of ``network`` for datalist entries.
+
+    Args:
+        network: classifier returning logits (B, C).
+        entries: datalist entries with ``image`` (and ``label`` when known).
+        transform: the deterministic preprocessing (no augmentation).
+        device: compute device.
+        batch_size: batch size.
+        num_workers: DataLoader workers.
+        id_key: entry key used as case id in outputs (default ``case_id``; entries without it are numbered). Patient
+            ids are not used unless you choose such a key.
+
+    Returns:
+        (labels or None, probabilities (N, C), case ids).
+    """
+    from monai.data import DataLoader, Dataset
+
+    data = [{"image": e["image"], "_index": i} for i, e in enumerate(entries)]
+    loader = DataLoader(Dataset(data, transform=transform), batch_size=batch_size, num_workers=num_workers)
+    network.eval()
+    probs = np.zeros((len(entries), 0), dtype=np.float64)
+    chunks, order = [], []
+    for batch in loader:
+        logits = network(batch["image"].to(device))
+        chunks.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        order.extend(int(i) for i in batch["_index"])
+    if chunks:
+        probs = np.concatenate(chunks)[np.argsort(order)]
+    labels = None
+    if entries and all("label" in e for e in entries):
+        labels = np.asarray([int(e["label"]) for e in entries])
+    ids = [str(e.get(id_key, f"case_{i:05d}")) for i, e in enumerate(entries)]
+    return labels, probs, ids
+
+
+def evaluate_classifier(
+    network: torch.nn.Module,
+    transform: Callable,
+    validation: Sequence[dict[str, Any]],
+    test: Sequence[dict[str, Any]],
+    out_dir: PathLike,
+    classes: Sequence[str],
+    checkpoint: PathLike | None = None,
+    threshold: str = "youden",
+    target_sensitivity: float = 0.9,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    n_boot: int = 1000,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Choose the operating threshold on validation data, evaluate the test set once and write the report.
+
+    Binary problems: the threshold on the positive-class probability is chosen on ``validation`` (``"youden"``,
+    ``"sensitivity"`` for a target sensitivity, or ``"fixed"`` 0.5) and then applied unchanged to ``test``. Multi-class
+    problems use the arg-max. The report (``report.json``, ``predictions.csv``, ``roc.png``, ``confusion_matrix.png``
+    in ``out_dir``) holds every metric with a bootstrap 95 % confidence interval, plus the validation metrics.
+
+    Args:
+        network: the classifier.
+        transform: deterministic preprocessing.
+        validation: validation entries (model selection / threshold only).
+        test: test entries (used once).
+        out_dir: report folder.
+        classes: class names.
+        checkpoint: weights to load first (e.g. the best-validation ``model.pt``).
+        threshold: ``"youden"``, ``"sensitivity"`` or ``"fixed"``.
+        target_sensitivity: for ``threshold="sensitivity"``.
+        device: compute device.
+        batch_size: batch size.
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed.
+        extra: more fields for the report (model name, strategy...).
+
+    Returns:
+        The report dict.
+    """
+    from medmonai.metrics.report import write_classification_report
+    from medmonai.metrics.threshold import choose_threshold
+
+    if checkpoint is not None:
+        load_weights(network, checkpoint)
+    network = network.to(device)
+    if not test:
+        raise ValueError("the datalist has no test entries to evaluate")
+    binary = len(classes) == 2
+    info: dict[str, Any] = dict(extra or {})
+    thr: Any = None
+    if binary:
+        yv, pv, _ = predict_probabilities(network, validation, transform, device, batch_size)
+        if yv is None or len(set(yv.tolist())) < 2:
+            logger.warning("validation data lack a class: using the fixed threshold 0.5")
+            thr = choose_threshold(yv if yv is not None else np.zeros(len(pv), int), pv[:, 1], method="fixed")
+        else:
+            thr = choose_threshold(yv, pv[:, 1], method=threshold, target_sensitivity=target_sensitivity)
+        info["n_validation"] = len(validation)
+    yt, pt, ids = predict_probabilities(network, test, transform, device, batch_size)
+    if yt is None:
+        raise ValueError("test entries have no labels: use the inference config for unlabelled data")
+    report = write_classification_report(
+        out_dir, yt, pt if not binary else pt[:, 1], case_ids=ids, classes=list(classes), threshold=thr,
+        n_boot=n_boot, seed=seed, extra=info,
+    )  # fmt: skip
+    return report

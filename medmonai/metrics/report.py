@@ -1,0 +1,366 @@
+"""One-call evaluation report: per-case predictions CSV, ROC and confusion-matrix PNGs, and a JSON report.
+
+:func:`write_classification_report` writes, into ``out_dir``:
+
+* ``predictions.csv`` — one row per case: ``case_id, true_index, true_label, prob_<class>..., pred_index,
+  pred_label, correct`` (``correct`` is 1/0). Probabilities are written at full precision.
+* ``roc.png`` — binary: the ROC curve with its AUC (and CI) and the operating point at the threshold;
+  multi-class: the one-vs-rest curves of every class.
+* ``confusion_matrix.png`` — counts and row-normalised (per true class) side by side.
+* ``report.json`` — metrics with bootstrap CIs, threshold information, class names, counts per class, the confusion
+  matrix, notes on undefined values and the caller's ``extra`` information (model, run, data set...).
+
+Privacy: the outputs hold no identifier except the ``case_ids`` the caller passes (default: the row number
+``0 .. N-1``). Do not pass patient names/IDs or paths containing them as case ids unless the report is meant to hold
+them.
+
+Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure`` rendered by Agg), so the global pyplot
+state and backend of the caller are left alone; all files are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmonai.metrics.bootstrap import bootstrap_ci
+from medmonai.metrics.clinical import (
+    classification_metrics,
+    predict_labels,
+    prepare_inputs,
+    resolve_threshold,
+)
+from medmonai.utils import PathLike, atomic_write, atomic_write_json, atomic_write_text, to_jsonable
+
+__all__ = [
+    "REPORT_FILES",
+    "write_classification_report",
+    "predictions_csv_text",
+    "save_roc_png",
+    "save_confusion_matrix_png",
+]
+
+#: names of the files written by :func:`write_classification_report`
+REPORT_FILES: dict[str, str] = {
+    "predictions": "predictions.csv",
+    "roc": "roc.png",
+    "confusion_matrix": "confusion_matrix.png",
+    "report": "report.json",
+}
+
+
+def predictions_csv_text(
+    case_ids: Sequence[Any],
+    y_true: np.ndarray,
+    prob: np.ndarray,
+    pred: np.ndarray,
+    classes: Sequence[str],
+) -> str:
+    """The per-case predictions table as CSV text (see the module docstring for the columns)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        ["case_id", "true_index", "true_label", *(f"prob_{c}" for c in classes), "pred_index", "pred_label", "correct"]
+    )
+    for cid, t, p, q in zip(case_ids, y_true.tolist(), prob.tolist(), pred.tolist()):
+        w.writerow([cid, t, classes[t], *(repr(float(v)) for v in p), q, classes[q], int(t == q)])
+    return buf.getvalue()
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save_png(fig: Any, path: PathLike) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+
+
+def _fmt_ci(entry: Mapping[str, Any] | None, confidence: float) -> str:
+    if not entry or entry.get("ci_low") is None:
+        return ""
+    return f" ({100 * confidence:g}% CI {entry['ci_low']:.3f}-{entry['ci_high']:.3f})"
+
+
+def save_roc_png(
+    path: PathLike,
+    y_true: Any,
+    y_prob: Any,
+    classes: Sequence[str] | None = None,
+    positive_class: int = 1,
+    operating_point: tuple[float, float] | None = None,
+    auc_ci: Mapping[str, Mapping[str, Any]] | None = None,
+    confidence: float = 0.95,
+    title: str = "ROC",
+) -> Path:
+    """Draw ROC curve(s) to a PNG.
+
+    Binary: the positive class's ROC, its AUC, and ``operating_point`` = ``(1 - specificity, sensitivity)`` if
+    given. Multi-class: one-vs-rest curves per class. A class whose AUC is undefined (absent or alone in
+    ``y_true``) is listed as such instead of drawn.
+
+    Args:
+        path: output PNG.
+        y_true: ``(N,)`` class indices.
+        y_prob: ``(N,)`` or ``(N, C)`` probabilities.
+        classes: class names.
+        positive_class: positive class of a binary problem.
+        operating_point: ``(fpr, tpr)`` of the chosen threshold (binary).
+        auc_ci: optional bootstrap entries (``{"auc": {...}, "auc/<class>": {...}}``) added to the legend.
+        confidence: confidence level of those intervals (for the legend).
+        title: figure title.
+
+    Returns:
+        The PNG path.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    inp = prepare_inputs(y_true, y_prob, positive_class=positive_class, classes=classes)
+    auc_ci = auc_ci or {}
+    fig = _new_figure(5.5, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="chance")
+    if inp.binary:
+        curves = [(inp.positive_class, inp.classes[inp.positive_class], "auc")]
+    else:
+        curves = [(k, name, f"auc/{name}") for k, name in enumerate(inp.classes)]
+    undefined = []
+    for k, name, key in curves:
+        labels = inp.y_true == k
+        if labels.all() or not labels.any():
+            undefined.append(name)
+            continue
+        fpr, tpr, _ = roc_curve(labels, inp.prob[:, k])
+        auc = roc_auc_score(labels, inp.prob[:, k])
+        label = f"AUC = {auc:.3f}{_fmt_ci(auc_ci.get(key), confidence)}"
+        if not inp.binary:
+            label = f"{name}: {label}"
+        ax.plot(fpr, tpr, linewidth=2, label=label)
+    if inp.binary and operating_point is not None and not undefined:
+        ax.plot(
+            [operating_point[0]],
+            [operating_point[1]],
+            marker="o",
+            markersize=8,
+            color="crimson",
+            linestyle="none",
+            label=f"operating point (sens {operating_point[1]:.2f}, spec {1 - operating_point[0]:.2f})",
+        )
+    if undefined:
+        ax.text(
+            0.5,
+            0.45,
+            "ROC undefined for " + ", ".join(f"'{u}'" for u in undefined) + "\n(y_true lacks positives or negatives)",
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="crimson",
+            transform=ax.transAxes,
+        )
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("1 - specificity (false-positive rate)")
+    ax.set_ylabel("sensitivity (true-positive rate)")
+    ax.set_title(title if inp.binary else f"{title} (one-vs-rest)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save_png(fig, path)
+
+
+def save_confusion_matrix_png(path: PathLike, confusion: Any, classes: Sequence[str], title: str = "") -> Path:
+    """Draw a confusion matrix (rows = true, columns = predicted) as counts and row-normalised, to a PNG.
+
+    A true class without cases has an undefined normalised row, shown as ``n/a``.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.full_like(cm, np.nan), where=rows > 0)
+    n_c = len(classes)
+    size = max(3.5, 1.0 + 0.6 * n_c)
+    fig = _new_figure(2 * size + 0.5, size)
+    axes = fig.subplots(1, 2)
+    count_max = float(cm.max()) if cm.size and cm.max() > 0 else 1.0
+    for ax, mat, sub, fmt, vmax in (
+        (axes[0], cm, "counts", "{:.0f}", count_max),
+        (axes[1], norm, "row-normalised (per true class)", "{:.2f}", 1.0),
+    ):
+        ax.imshow(np.nan_to_num(mat), cmap="Blues", vmin=0, vmax=vmax)
+        for i in range(n_c):
+            for j in range(n_c):
+                v = mat[i, j]
+                text = "n/a" if np.isnan(v) else fmt.format(v)
+                dark = not np.isnan(v) and v > 0.6 * vmax
+                ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black", fontsize=9)
+        ax.set_xticks(range(n_c), labels=list(classes), rotation=45 if n_c > 3 else 0)
+        ax.set_yticks(range(n_c), labels=list(classes))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(sub, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return _save_png(fig, path)
+
+
+def _threshold_info(threshold: float | Mapping[str, Any] | None, binary: bool, value: float | None) -> dict[str, Any]:
+    if not binary:
+        return {"threshold": None, "method": "argmax"}
+    if isinstance(threshold, Mapping):
+        info = dict(threshold)
+        info.setdefault("source", "chosen on validation data")
+        return info
+    if threshold is None:
+        return {"threshold": value, "method": "default", "source": "default 0.5, not chosen on validation data"}
+    return {"threshold": value, "method": "given", "source": "given by the caller"}
+
+
+def write_classification_report(
+    out_dir: PathLike,
+    y_true: Any,
+    y_prob: Any,
+    case_ids: Sequence[Any] | None = None,
+    classes: Sequence[str] | None = None,
+    threshold: float | Mapping[str, Any] | None = None,
+    positive_class: int = 1,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    stratified: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate predictions and write ``predictions.csv``, ``roc.png``, ``confusion_matrix.png``, ``report.json``.
+
+    Args:
+        out_dir: output folder (created if needed).
+        y_true: ``(N,)`` class indices of the evaluated (test) cases.
+        y_prob: ``(N,)`` positive-class probabilities (binary) or ``(N, C)`` class probabilities.
+        case_ids: ``N`` case identifiers for the CSV (default ``0 .. N-1``). They are written verbatim: pass
+            pseudonymous ids, not patient identifiers, unless the report may hold them.
+        classes: class names (default ``"0", "1", ...``).
+        threshold: binary threshold: the dict of :func:`medmonai.metrics.threshold.choose_threshold` (chosen on
+            validation data; recorded in full), a number, or ``None`` (0.5, flagged in the notes as not chosen on
+            validation data). Must be ``None`` for multi-class problems (argmax).
+        positive_class: positive class of a binary problem.
+        n_boot: bootstrap resamples for the confidence intervals (0 disables them).
+        alpha: 1 - confidence level.
+        seed: bootstrap seed.
+        stratified: stratify the bootstrap by class.
+        extra: JSON-serialisable information stored under ``"extra"`` (model, checkpoint, data set, run id...).
+
+    Returns:
+        The report dict (as written to ``report.json``): ``task``, ``classes``, ``positive_class``, ``n``,
+        ``n_per_class``, ``threshold``, ``metrics`` (name -> ``{"value", "ci_low", "ci_high", "n_boot_valid"}``),
+        ``confusion_matrix`` (``counts``, ``row_normalised``, orientation), ``counts`` (binary tp/fp/tn/fn) or
+        ``per_class`` (multi-class point values), ``bootstrap`` settings, ``notes``, ``files`` and ``extra``.
+
+    Raises:
+        ValueError: on bad inputs, a wrong number of case ids, or ``extra`` that is not JSON-serialisable.
+    """
+    out_dir = Path(out_dir)
+    inp = prepare_inputs(y_true, y_prob, positive_class=positive_class, classes=classes)
+    thr = resolve_threshold(threshold, inp)
+    n = inp.y_true.size
+    if case_ids is None:
+        ids: list[Any] = list(range(n))
+    else:
+        ids = list(case_ids)
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} case_ids given for {n} cases")
+    pos_arg = inp.positive_class if inp.positive_class is not None else 0
+
+    point = classification_metrics(inp.y_true, inp.prob, threshold=thr, positive_class=pos_arg, classes=inp.classes)
+    ci = bootstrap_ci(
+        inp.y_true,
+        inp.prob,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+        stratified=stratified,
+        threshold=thr,
+        positive_class=pos_arg,
+        classes=inp.classes,
+    )
+    ci.pop("confusion_matrix")
+    cm = np.asarray(point["confusion_matrix"])
+    rows = cm.sum(axis=1, keepdims=True)
+    row_norm = [[None if r == 0 else float(v) / r for v in row] for row, r in zip(cm.tolist(), rows[:, 0].tolist())]
+    notes = list(point["notes"])
+    if inp.binary and threshold is None:
+        notes.append("threshold 0.5 is a default, not chosen on validation data")
+    if n_boot > 0:
+        for name, entry in ci.items():
+            if entry["value"] is not None and entry["n_boot_valid"] < n_boot:
+                notes.append(f"{name}: CI from {entry['n_boot_valid']}/{n_boot} resamples (undefined in the others)")
+
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "task": point["task"],
+        "classes": inp.classes,
+        "positive_class": point["positive_class"],
+        "positive_class_name": point.get("positive_class_name"),
+        "prediction_rule": point["prediction_rule"],
+        "n": n,
+        "n_per_class": point["n_per_class"],
+        "threshold": _threshold_info(threshold, inp.binary, thr),
+        "metrics": ci,
+        "confusion_matrix": {
+            "rows": "true",
+            "columns": "predicted",
+            "labels": inp.classes,
+            "counts": point["confusion_matrix"],
+            "row_normalised": row_norm,
+        },
+        "bootstrap": {
+            "n_boot": int(n_boot),
+            "confidence": 1.0 - alpha,
+            "method": "percentile",
+            "stratified": bool(stratified),
+            "seed": seed,
+            "threshold": "fixed (not re-optimised per resample)",
+        },
+        "notes": notes,
+        "files": dict(REPORT_FILES),
+        "extra": dict(extra) if extra is not None else {},
+    }
+    if inp.binary:
+        report["counts"] = {k: point[k] for k in ("tp", "fp", "tn", "fn")}
+    else:
+        report["per_class"] = point["per_class"]
+    try:
+        report = to_jsonable(report)
+        json.dumps(report)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"report for {out_dir} is not JSON-serialisable (check 'extra'): {e}") from e
+
+    pred = predict_labels(inp.prob, thr, inp.positive_class)
+    atomic_write_text(
+        out_dir / REPORT_FILES["predictions"], predictions_csv_text(ids, inp.y_true, inp.prob, pred, inp.classes)
+    )
+    op = None
+    if inp.binary and point["sensitivity"] is not None and point["specificity"] is not None:
+        op = (1.0 - point["specificity"], point["sensitivity"])
+    save_roc_png(
+        out_dir / REPORT_FILES["roc"],
+        inp.y_true,
+        inp.prob,
+        classes=inp.classes,
+        positive_class=pos_arg,
+        operating_point=op,
+        auc_ci=ci,
+        confidence=1.0 - alpha,
+        title="ROC" if thr is None else f"ROC (threshold {thr:.3g})",
+    )
+    save_confusion_matrix_png(
+        out_dir / REPORT_FILES["confusion_matrix"],
+        cm,
+        inp.classes,
+        title="" if thr is None else f"threshold {thr:.3g}",
+    )
+    atomic_write_json(out_dir / REPORT_FILES["report"], report)
+    return report

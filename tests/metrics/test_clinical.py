@@ -1,0 +1,204 @@
+"""Classification metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from medmonai.metrics.clinical import (
+    BINARY_SCALARS,
+    MULTICLASS_SCALARS,
+    classification_metrics,
+    prepare_inputs,
+    scalar_metrics,
+)
+
+# 10 cases, 4 positive (class 1), 6 negative (class 0).
+Y10 = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+P10 = [0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1, 0.35, 0.05]
+# threshold 0.5 -> predicted positive: 0.9, 0.8, 0.6 (true positives) and 0.7 (a negative)
+#   TP = 3, FN = 1 (0.3), FP = 1 (0.7), TN = 5
+#   sensitivity 3/4, specificity 5/6, PPV 3/4, NPV 5/6, F1 = 2*3/(2*3+1+1) = 3/4,
+#   accuracy 8/10, balanced accuracy (3/4 + 5/6)/2 = 19/24
+# AUC (pairwise): 0.9 and 0.8 beat all 6 negatives, 0.6 beats 5 (not 0.7), 0.3 beats 3 (0.2, 0.1, 0.05)
+#   -> (6 + 6 + 5 + 3) / (4 * 6) = 20/24
+
+
+def test_binary_hand_computed():
+    m = classification_metrics(Y10, P10, threshold=0.5)
+    assert m["task"] == "binary"
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (3, 1, 5, 1)
+    assert m["sensitivity"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(5 / 6)
+    assert m["ppv"] == pytest.approx(3 / 4)
+    assert m["npv"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(3 / 4)
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["balanced_accuracy"] == pytest.approx(19 / 24)
+    assert m["auc"] == pytest.approx(20 / 24)
+    assert m["confusion_matrix"] == [[5, 1], [1, 3]]
+    assert m["n"] == 10 and m["n_per_class"] == {"0": 6, "1": 4}
+    assert m["notes"] == []
+    assert set(scalar_metrics(m)) == set(BINARY_SCALARS)
+
+
+def test_auc_equals_pairwise_count_with_ties():
+    y = np.array([1, 1, 0, 0, 1, 0])
+    p = np.array([0.5, 0.8, 0.5, 0.2, 0.2, 0.9])
+    pos, neg = p[y == 1], p[y == 0]
+    pairs = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(pos, neg)]
+    # by hand: 0.5 vs (0.5, 0.2, 0.9) = 0.5 + 1 + 0; 0.8 vs ... = 1 + 1 + 0; 0.2 vs ... = 0 + 0.5 + 0 -> 4/9
+    assert sum(pairs) / len(pairs) == pytest.approx(4 / 9)
+    assert classification_metrics(y, p)["auc"] == pytest.approx(4 / 9)
+
+
+def test_confusion_matrix_orientation_rows_true_cols_predicted():
+    # 3 true negatives of which 2 predicted positive, 1 true positive predicted positive
+    m = classification_metrics([0, 0, 0, 1], [0.9, 0.8, 0.1, 0.7], threshold=0.5)
+    assert m["confusion_matrix"] == [[1, 2], [0, 1]]  # row 0 = true class 0: 1 predicted 0, 2 predicted 1
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (1, 2, 1, 0)
+    assert m["ppv"] == pytest.approx(1 / 3)
+    assert m["npv"] == pytest.approx(1.0)
+
+
+def test_threshold_is_inclusive_and_changes_predictions():
+    m = classification_metrics([1, 0], [0.4, 0.39], threshold=0.4)
+    assert m["tp"] == 1 and m["fp"] == 0
+    m = classification_metrics(Y10, P10, threshold=0.3)  # adds 0.3 (TP), 0.4 and 0.35 (FP)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (4, 3, 3, 0)
+    assert m["sensitivity"] == 1.0 and m["specificity"] == pytest.approx(0.5)
+
+
+def test_two_column_probabilities_and_positive_class_zero():
+    p2 = np.stack([1 - np.array(P10), P10], axis=1)
+    a = classification_metrics(Y10, P10)
+    b = classification_metrics(Y10, p2)
+    assert scalar_metrics(a) == pytest.approx(scalar_metrics(b))
+    # relabel: class 0 is now the positive one, with the same probabilities
+    y_swapped = 1 - np.array(Y10)
+    c = classification_metrics(y_swapped, P10, positive_class=0, classes=["disease", "healthy"])
+    assert scalar_metrics(c) == pytest.approx(scalar_metrics(a))
+    assert c["positive_class_name"] == "disease"
+    assert (c["tp"], c["fp"], c["tn"], c["fn"]) == (3, 1, 5, 1)
+    # rows/cols are class indices: class 0 (disease) row = [TP, FN]
+    assert c["confusion_matrix"] == [[3, 1], [1, 5]]
+
+
+def test_torch_and_one_hot_inputs():
+    torch = pytest.importorskip("torch")
+    m = classification_metrics(torch.tensor(Y10), torch.tensor(P10, dtype=torch.float32))
+    assert m["auc"] == pytest.approx(20 / 24)
+    one_hot = np.eye(2, dtype=int)[Y10]
+    assert classification_metrics(one_hot, P10)["confusion_matrix"] == [[5, 1], [1, 3]]
+
+
+# 3 classes, 6 cases. Predictions (argmax): 0, 1, 1, 2, 2, 2 for true 0, 0, 1, 1, 2, 2.
+Y6 = [0, 0, 1, 1, 2, 2]
+P6 = [
+    [0.7, 0.2, 0.1],
+    [0.3, 0.4, 0.3],
+    [0.2, 0.6, 0.2],
+    [0.1, 0.3, 0.6],
+    [0.1, 0.2, 0.7],
+    [0.1, 0.1, 0.8],
+]
+# confusion (rows true): [[1,1,0],[0,1,1],[0,0,2]]; accuracy 4/6; recalls 1/2, 1/2, 1 -> balanced 2/3
+# one-vs-rest:   tp fp tn fn | sens spec ppv  npv  f1
+#   a:           1  0  4  1  | 1/2  1    1    4/5  2/3
+#   b:           1  1  3  1  | 1/2  3/4  1/2  3/4  1/2
+#   c:           2  1  3  0  | 1    3/4  2/3  1    4/5
+# AUC a: positives 0.7, 0.3 beat all negatives (0.2, 0.1, 0.1, 0.1) -> 1
+# AUC b: positives 0.6 (beats 4), 0.3 (beats 0.2, 0.2, 0.1; loses to 0.4) -> 7/8
+# AUC c: positives 0.7, 0.8 beat all negatives (0.1, 0.3, 0.2, 0.6) -> 1; macro = (1 + 7/8 + 1)/3 = 23/24
+
+
+def test_multiclass_hand_computed():
+    m = classification_metrics(Y6, P6, classes=["a", "b", "c"])
+    assert m["task"] == "multiclass" and m["threshold"] is None
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 1, 1], [0, 0, 2]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx(2 / 3)
+    expected = {
+        "a": dict(tp=1, fp=0, tn=4, fn=1, sensitivity=1 / 2, specificity=1, ppv=1, npv=4 / 5, f1=2 / 3, auc=1),
+        "b": dict(
+            tp=1, fp=1, tn=3, fn=1, sensitivity=1 / 2, specificity=3 / 4, ppv=1 / 2, npv=3 / 4, f1=1 / 2, auc=7 / 8
+        ),
+        "c": dict(tp=2, fp=1, tn=3, fn=0, sensitivity=1, specificity=3 / 4, ppv=2 / 3, npv=1, f1=4 / 5, auc=1),
+    }
+    for cls, exp in expected.items():
+        for key, v in exp.items():
+            assert m["per_class"][cls][key] == pytest.approx(v), (cls, key)
+        assert m["per_class"][cls]["n"] == 2
+    assert m["auc"] == pytest.approx(23 / 24)
+    assert m["sensitivity_macro"] == pytest.approx(2 / 3)
+    assert m["specificity_macro"] == pytest.approx((1 + 3 / 4 + 3 / 4) / 3)
+    assert m["ppv_macro"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)
+    assert m["npv_macro"] == pytest.approx((4 / 5 + 3 / 4 + 1) / 3)
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 1 / 2 + 4 / 5) / 3)
+    flat = scalar_metrics(m)
+    assert set(MULTICLASS_SCALARS) <= set(flat)
+    assert flat["auc/b"] == pytest.approx(7 / 8) and flat["ppv/c"] == pytest.approx(2 / 3)
+
+
+def test_multiclass_auc_matches_sklearn_ovr_macro():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 80)
+    p = rng.dirichlet(np.ones(4), 80)
+    p[np.arange(80), y] += 0.3
+    p /= p.sum(1, keepdims=True)
+    assert classification_metrics(y, p)["auc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr"))
+
+
+def test_single_class_gives_undefined_auc_with_note():
+    m = classification_metrics([0, 0, 0], [0.2, 0.7, 0.1])
+    assert m["auc"] is None
+    assert m["sensitivity"] is None and m["balanced_accuracy"] is None
+    assert m["specificity"] == pytest.approx(2 / 3)
+    assert any(n.startswith("auc undefined") and "only class '0'" in n for n in m["notes"])
+    assert any(n.startswith("sensitivity undefined") for n in m["notes"])
+
+
+def test_nothing_predicted_positive_gives_undefined_ppv():
+    m = classification_metrics([1, 0, 0], [0.4, 0.2, 0.1], threshold=0.5)
+    assert m["ppv"] is None and m["sensitivity"] == 0.0 and m["f1"] == 0.0
+    assert m["npv"] == pytest.approx(2 / 3)
+    assert any(n.startswith("ppv undefined") for n in m["notes"])
+
+
+def test_multiclass_absent_class_makes_macro_values_undefined():
+    p = [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]]
+    m = classification_metrics([0, 1, 0], p, classes=["a", "b", "c"])
+    assert m["per_class"]["c"]["auc"] is None and m["per_class"]["c"]["sensitivity"] is None
+    assert m["per_class"]["a"]["auc"] == pytest.approx(1.0)
+    assert m["auc"] is None and m["balanced_accuracy"] is None and m["sensitivity_macro"] is None
+    assert m["accuracy"] == pytest.approx(1.0)
+    assert any("of class 'c' undefined" in n for n in m["notes"])
+
+
+@pytest.mark.parametrize(
+    ("y", "p", "kwargs", "match"),
+    [
+        ([0, 1], [2.0, -1.0], {}, "logits"),
+        ([0, 2], [0.1, 0.9], {}, "outside 0..1"),
+        ([0, 1, 1], [0.1, 0.9], {}, "3 cases but y_prob has 2"),
+        ([0, 1], [0.1, float("nan")], {}, "non-finite"),
+        ([0, 1], [[0.2, 0.8], [0.6, 0.4]], {"classes": ["a", "b", "c"]}, "3 class names"),
+        ([0, 1], [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]], {"threshold": 0.5}, "only applies to binary"),
+        ([0, 1], [0.1, 0.9], {"threshold": 1.5}, r"within \[0, 1\]"),
+        ([0.5, 1], [0.1, 0.9], {}, "integer class indices"),
+        ([], [], {}, "empty"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(y, p, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        classification_metrics(y, p, **kwargs)
+
+
+def test_prepare_inputs_expands_binary_column():
+    inp = prepare_inputs([0, 1], [0.25, 0.75], positive_class=0)
+    np.testing.assert_allclose(inp.prob, [[0.25, 0.75], [0.75, 0.25]])
+    assert inp.binary and inp.positive_class == 0 and inp.classes == ["0", "1"]
