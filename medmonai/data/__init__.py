@@ -6,10 +6,14 @@ Modules:
     dicom: DICOM folder scanning, series validation and the MONAI reader :class:`DicomSeriesReader`.
     phantoms: the deterministic synthetic phantom generator (the embedded default data).
     fingerprint: dataset fingerprint and the preprocessing plan derived from it.
+    splits: subject-grouped, stratified hold-out splits.
+    samplers: class weights and a class-balanced sampler.
+    defaults: which datalist a bundle runs on (a user datalist or the embedded phantoms).
 """
 
 from __future__ import annotations
 
+from medmonai.data import defaults, samplers, splits
 from medmonai.data.builders import (
     datalist_from_csv,
     datalist_from_dicom_folder,
@@ -42,6 +46,9 @@ __all__ = [
     "check_entries",
     "compute_fingerprint",
     "datalist_from_csv",
+    "defaults",
+    "samplers",
+    "splits",
     "datalist_from_dicom_folder",
     "datalist_from_image_folder",
     "datalist_from_medmnist",

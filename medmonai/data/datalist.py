@@ -200,7 +200,7 @@ def write_datalist(path: PathLike, datalist: dict[str, Any], path_keys: Sequence
         The written path.
     """
     path = Path(path)
-    base = path.parent
+    base = _base_dir(datalist, path)
     out = dict(datalist)
     for k, v in datalist.items():
         if isinstance(v, list) and v and isinstance(v[0], dict):
@@ -247,7 +247,7 @@ def make_datalist(
 
 
 def class_names(datalist: dict[str, Any]) -> list[str] | None:
-    """Return the class names of a datalist (``classes`` list, or a decathlon-style ``labels`` mapping)."""
+    """Return the class names of a datalist (its ``classes`` list), or None when it has none."""
     if isinstance(datalist.get("classes"), list):
         return [str(c) for c in datalist["classes"]]
     return None

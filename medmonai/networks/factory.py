@@ -101,6 +101,22 @@ def _densenet121(spatial_dims: int, in_channels: int, pretrained_imagenet: bool,
     return net, feature_dim, names, stages, feature_block
 
 
+def _dynamic_same_padding(net: nn.Module) -> None:
+    """Make MONAI EfficientNet's "SAME" padding follow the actual input size.
+
+    MONAI computes static padders for the model's nominal image size (224 px for B0), which fails on inputs below
+    ~33 px. They are replaced by TF "SAME" padding computed at run time: identical at the nominal size, valid at
+    any size. Padders have no parameters, so state dict keys are unchanged.
+    """
+    from medmonai.networks.efficientnet_lite import SamePadding
+
+    for module in net.modules():
+        for attr, _child in list(module.named_children()):
+            conv = getattr(module, attr[: -len("_padding")], None) if attr.endswith("_padding") else None
+            if isinstance(conv, nn.modules.conv._ConvNd):
+                setattr(module, attr, SamePadding(conv))
+
+
 def _efficientnet(model_name: str) -> Callable[..., _Built]:
     def build(spatial_dims: int, in_channels: int, pretrained_imagenet: bool, **kwargs: Any) -> _Built:
         from monai.networks.nets import EfficientNetBN
@@ -108,6 +124,7 @@ def _efficientnet(model_name: str) -> Callable[..., _Built]:
         net = EfficientNetBN(
             model_name, pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=1, **kwargs
         )
+        _dynamic_same_padding(net)
         net._dropout = nn.Identity()  # the Classifier head has its own dropout
         net._fc = nn.Identity()
         feature_dim = net._bn1.num_features
@@ -215,9 +232,7 @@ def build_network(
     source: str | None = None
     if pretrained is not None and pretrained is not False and str(pretrained) != "":
         if pretrained is True:
-            raise ValueError(
-                "pretrained must be None, 'imagenet' (efficientnet_lite0) or a checkpoint path, not True"
-            )
+            raise ValueError("pretrained must be None, 'imagenet' (efficientnet_lite0) or a checkpoint path, not True")
         source = str(pretrained)
     imagenet = source is not None and source.lower() == "imagenet"
     if imagenet and "imagenet" not in spec.pretrained:

@@ -33,7 +33,15 @@ from monai.utils import ensure_tuple
 from medmonai.transforms.intensity import denoise_transform, normalization_transform
 from medmonai.transforms.io import load_image_transforms
 
-__all__ = ["PLAN_KEYS", "SIZE_MODES", "CheckGeometryd", "PlanarAffined", "load_plan", "build_preprocessing"]
+__all__ = [
+    "Orientation3Dd",
+    "PLAN_KEYS",
+    "SIZE_MODES",
+    "CheckGeometryd",
+    "PlanarAffined",
+    "load_plan",
+    "build_preprocessing",
+]
 
 #: Keys of a plan that :func:`build_preprocessing` reads.
 PLAN_KEYS: tuple[str, ...] = (
@@ -132,6 +140,33 @@ class PlanarAffined(MapTransform):
             new = np.eye(4)
             new[0, 0], new[1, 1] = full
             x.affine = torch.as_tensor(new, dtype=x.affine.dtype)
+        return d
+
+
+class Orientation3Dd(Orientationd):
+    """``Orientationd`` applied to 3D volumes only; 2D images pass unchanged.
+
+    Used when the dimensionality is unknown when the chain is built. Invertible like ``Orientationd`` for the images
+    it changed.
+    """
+
+    def _is_3d(self, d: Mapping[Any, Any]) -> bool:
+        key = next(iter(self.key_iterator(dict(d))), None)
+        return key is not None and len(d[key].shape) - 1 == 3
+
+    def __call__(self, data: Mapping[Any, Any], lazy: bool | None = None) -> dict[Any, Any]:
+        """Reorient when the first present key holds a 3D (channel-first 4D) image."""
+        if not self._is_3d(data):
+            return dict(data)
+        return super().__call__(data, lazy=lazy)
+
+    def inverse(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        """Undo the reorientation when it was applied."""
+        d = dict(data)
+        key = next(iter(self.key_iterator(d)), None)
+        ops = getattr(d[key], "applied_operations", []) if key is not None else []
+        if ops and ops[-1].get("class") == "Orientation":
+            return super().inverse(d)
         return d
 
 
@@ -273,8 +308,10 @@ def build_preprocessing(
 
     if orientation:
         orientation = str(orientation).upper()
-        if spatial_dims == 3 or spatial_dims is None or (spatial_dims == 2 and len(orientation) == 2):
+        if spatial_dims == 3 or (spatial_dims == 2 and len(orientation) == 2):
             xforms.append(Orientationd(all_keys, axcodes=orientation, labels=None, allow_missing_keys=has_mask))
+        elif spatial_dims is None and len(orientation) == 3:  # decided per image: 3D volumes only
+            xforms.append(Orientation3Dd(all_keys, axcodes=orientation, labels=None, allow_missing_keys=has_mask))
 
     if target_spacing is not None:
         pixdim = [float(s) for s in ensure_tuple(target_spacing)]

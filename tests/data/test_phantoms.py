@@ -378,8 +378,8 @@ def test_datalists_are_valid(which, dataset3d, dataset2d):
         for e in entries:
             c = truth[e["case_id"]]
             assert e["label"] == c.label and e["subject"] == c.subject
-            # PNG is an 8-bit rendering: its modality is "OT", the original one is kept as source_modality
-            assert e["modality"] == ("OT" if fmt == "png" else c.modality)
+            # PNG is an 8-bit rendering: its modality is "8bit", the original one is kept as source_modality
+            assert e["modality"] == ("8bit" if fmt == "png" else c.modality)
             assert e["split"] == c.split
             if fmt == "dicom" and dims == 3:
                 assert Path(e["image"]).is_dir()

@@ -208,3 +208,21 @@ def test_inconsistent_settings_raise():
         build_preprocessing("image", spatial_size=(8, 8, 8), size_mode="stretch")
     with pytest.raises(FileNotFoundError):
         build_preprocessing("image", plan="/nonexistent/plan.json")
+
+
+def test_unknown_dims_reorients_3d_but_leaves_2d_alone(tmp_path):
+    import nibabel as nib
+
+    from medmonai.transforms.preprocessing import build_preprocessing as bp
+
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    arr2 = np.arange(12, dtype=np.float32).reshape(3, 4)
+    nib.save(nib.Nifti1Image(arr2, lps), tmp_path / "flat.nii.gz")
+    arr3 = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Image(arr3, lps), tmp_path / "vol.nii.gz")
+    pre = bp(keys=("image",), normalization=None, orientation="RAS")  # spatial_dims unknown
+    out2 = pre({"image": str(tmp_path / "flat.nii.gz")})["image"]
+    np.testing.assert_array_equal(np.asarray(out2)[0], arr2)  # 2D: unchanged
+    out3 = pre({"image": str(tmp_path / "vol.nii.gz")})["image"]
+    np.testing.assert_array_equal(np.asarray(out3)[0], arr3[::-1, ::-1, :])  # 3D: LPS -> RAS
+    assert np.all(np.diag(np.asarray(out3.affine))[:3] > 0)
