@@ -560,7 +560,29 @@ def scan_dicom_files(
                 raise
             first = e.path[0] if isinstance(e.path, list) and e.path else headers[0].path
             problems.append(Problem(-1, str(first), str(e), "image"))
-    series.sort(key=lambda s: (s.folder, s.series_uid))
+    # A bad file beside a series may be one of its slices: a lost first or last slice leaves no gap to detect, so in
+    # skip mode such a series is left out too rather than loaded possibly incomplete.
+    bad_dirs: dict[str, str] = {}
+    for p in problems:
+        if p.key != SKIPPED:
+            bad_dirs.setdefault(os.path.dirname(os.path.abspath(p.file)), p.file)
+    kept = []
+    for s in series:
+        dirs = {os.path.dirname(os.path.abspath(str(f))) for f in s.files}
+        suspect = next((bad_dirs[d] for d in sorted(dirs) if d in bad_dirs), None)
+        if suspect is None:
+            kept.append(s)
+        else:
+            problems.append(
+                Problem(
+                    -1,
+                    str(s.files[0]),
+                    f"series {s.series_uid}: skipped because its folder also holds a bad file ({suspect}) that may be "
+                    "one of its slices",
+                    "image",
+                )
+            )
+    series = sorted(kept, key=lambda s: (s.folder, s.series_uid))
     return series, problems
 
 
