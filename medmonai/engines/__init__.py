@@ -1,10 +1,12 @@
-"""Engines: losses, evaluation (threshold on validation, test once, report) and inference on new data.
+"""Engines: losses, deep features + classical classifiers, evaluation, inference.
+
+Evaluation chooses the threshold on validation data and uses the test split once; inference handles new data.
 
 Training itself uses MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` wired by the bundle configs.
 """
 
 from __future__ import annotations
 
-from medmonai.engines import evaluation, inference, losses
+from medmonai.engines import classical, evaluation, features, inference, losses
 
-__all__ = ["evaluation", "inference", "losses"]
+__all__ = ["classical", "evaluation", "features", "inference", "losses"]
