@@ -15,7 +15,9 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert json.loads((out / "summary.json").read_text()) == summary
     printed = capsys.readouterr().out
-    assert "[6/6]" in printed and "non-image" not in printed  # the DICOM tree holds only DICOM files
+    assert "[8/8]" in printed and "non-image" not in printed  # the DICOM tree holds only DICOM files
+    assert (out / "classification_2d" / "runs" / "eval" / "report.json").is_file()
+    assert summary["classification_2d_test"]["auc"]["ci_low"] <= summary["classification_2d_test"]["auc"]["value"]
     dl = json.loads((out / "datalist_dicom.json").read_text())
     assert len(dl["training"]) == summary["n_series"] > 0
     plan = json.loads((out / "fingerprint.json").read_text())["plan"]
