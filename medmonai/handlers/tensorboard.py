@@ -13,6 +13,15 @@ if TYPE_CHECKING:
 __all__ = ["TensorBoardInputImages", "TensorBoardLearningRate"]
 
 
+def _images_of(batch: Any) -> torch.Tensor:
+    """``batch["image"]``, for a collated dict batch or a decollated list of per-sample dicts (MONAI engines)."""
+    if isinstance(batch, dict):
+        return batch["image"]
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], dict):
+        return torch.stack([torch.as_tensor(d["image"]) for d in batch])
+    return batch[0]
+
+
 class TensorBoardInputImages:
     """Log the first ``max_images`` images of a batch to TensorBoard every ``interval`` epochs.
 
@@ -25,7 +34,7 @@ class TensorBoardInputImages:
         log_dir: TensorBoard folder when no writer is given.
         tag: image tag.
         batch_transform: takes ``engine.state.batch`` and returns the image tensor (B, C, *spatial);
-            default: ``batch["image"]`` (MONAI dictionary batches).
+            default: the ``image`` of a dictionary batch, collated or decollated (MONAI engines decollate).
         max_images: number of images per summary.
         interval: log every ``interval`` epochs.
     """
@@ -45,7 +54,7 @@ class TensorBoardInputImages:
             summary_writer = SummaryWriter(log_dir=log_dir)
         self.writer = summary_writer
         self.tag = tag
-        self.batch_transform = batch_transform or (lambda b: b["image"] if isinstance(b, dict) else b[0])
+        self.batch_transform = batch_transform or _images_of
         self.max_images = max_images
         self.interval = interval
 

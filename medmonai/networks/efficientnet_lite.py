@@ -23,10 +23,14 @@ import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from medmonai.networks.classifier import Classifier
 
 __all__ = [
     "LITE0_STAGES",
@@ -265,7 +269,7 @@ def efficientnet_lite0(
     return net
 
 
-def efficientnet_lite0_imagenet(in_channels: int = 3, dropout: float = 0.2):
+def efficientnet_lite0_imagenet(in_channels: int = 3, dropout: float = 0.2) -> Classifier:
     """The complete ImageNet classifier (1000-class head kept) as a :class:`~medmonai.networks.classifier.Classifier`.
 
     Feed it images scaled to [-1, 1] (:func:`lite_preprocess`); ``model.eval()`` before predicting.

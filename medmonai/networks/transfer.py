@@ -16,7 +16,7 @@ strategy                   trainable (everything else frozen, BatchNorm statisti
                            DenseNet: the last dense layer and the final BN; small CNN: the last conv unit). Unlike
                            ``feature_extractor``, the features adapt and that block's BN statistics follow the data.
 ``finetune_late``          the head + the last ``n_late_stages`` stages
-``finetune_all_but_early`` everything except the stem and the first stage
+``finetune_all_but_early`` everything except the stem and the first stage (the stem only, for a 2-stage network)
 ``finetune_all``           everything (backbone at the lower learning rate)
 ``auto``                   one of the above picked by :func:`choose_strategy` from the training-set size and the
                            :func:`domain_similarity` of a data sample; the reason is logged and kept in
@@ -308,7 +308,7 @@ def apply_transfer_strategy(
     lr: float = 1e-3,
     backbone_lr_scale: float = 0.1,
     n_late_stages: int = 1,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     n_train: int | None = None,
     sample: Any = None,
     similarity: float | None = None,
@@ -330,7 +330,8 @@ def apply_transfer_strategy(
         lr: learning rate of the head (and of everything for ``scratch``).
         backbone_lr_scale: the trainable backbone parameters get ``lr * backbone_lr_scale``.
         n_late_stages: stages trained by ``finetune_late`` (and by ``auto`` when it picks it).
-        weight_decay: weight decay of every group.
+        weight_decay: weight decay of every group; ``None`` leaves it out of the groups so that the optimizer's own
+            ``weight_decay`` applies (a group value would silently override it).
         n_train: training-set size (``auto``).
         sample: images to measure the domain similarity (``auto``; see :func:`domain_similarity` for the accepted
             forms), preprocessed like the training data.
@@ -343,7 +344,7 @@ def apply_transfer_strategy(
 
     Returns:
         Parameter groups for a ``torch.optim`` optimizer: ``{"name": "head" | "backbone", "params": [...],
-        "lr": ..., "weight_decay": ...}`` (the backbone group is absent when the backbone is frozen). What was done
+        "lr": ...[, "weight_decay": ...]}`` (the backbone group is absent when the backbone is frozen). What was done
         is stored in ``model.transfer_info`` (strategy, reason, similarity, parameter counts) and logged.
     """
     if not isinstance(model, Classifier):
@@ -408,9 +409,12 @@ def apply_transfer_strategy(
     head_params = [p for p in model.head.parameters() if p.requires_grad]
     backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
     backbone_lr = lr if strategy == "scratch" else lr * backbone_lr_scale
-    groups: list[dict[str, Any]] = [{"name": "head", "params": head_params, "lr": lr, "weight_decay": weight_decay}]
+    groups: list[dict[str, Any]] = [{"name": "head", "params": head_params, "lr": lr}]
     if backbone_params:
-        groups.append({"name": "backbone", "params": backbone_params, "lr": backbone_lr, "weight_decay": weight_decay})
+        groups.append({"name": "backbone", "params": backbone_params, "lr": backbone_lr})
+    if weight_decay is not None:
+        for g in groups:
+            g["weight_decay"] = weight_decay
 
     counts = trainable_parameter_report(model)
     info.update(

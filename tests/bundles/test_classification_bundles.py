@@ -35,7 +35,7 @@ def _run(name, root, *extra, **overrides):
 @pytest.fixture(scope="module")
 def trained_2d(tmp_path_factory):
     root = tmp_path_factory.mktemp("cls2d")
-    _run("classification_2d", root, max_epochs=2, batch_size=8, spatial_size=[48, 48])
+    _run("classification_2d", root, max_epochs=2, batch_size=8, spatial_size=[48, 48], image_log_interval=1)
     return root
 
 
@@ -43,7 +43,17 @@ def test_2d_train_writes_checkpoints_tensorboard_and_plan(trained_2d):
     runs = trained_2d / "runs"
     assert (runs / "checkpoints" / "model.pt").is_file()
     assert (runs / "checkpoints" / "checkpoint_epoch=2.pt").is_file()
-    assert list((runs / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((runs / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = {"images": set(), "scalars": set()}
+    for ev in events:
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        for kind in tags:
+            tags[kind] |= set(acc.Tags()[kind])
+    assert "train_input_images" in tags["images"]
+    assert {"train_loss", "val_auc"} <= tags["scalars"] and any(t.startswith("lr/") for t in tags["scalars"])
     plan = json.loads((runs / "fingerprint.json").read_text())["plan"]
     assert plan["spatial_dims"] == 2
     state = torch.load(runs / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)

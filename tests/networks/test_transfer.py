@@ -297,3 +297,44 @@ def test_deepcopy_keeps_freezing_and_stage_views():
     assert clone.frozen_batchnorm_names() == model.frozen_batchnorm_names()
     clone.train()
     assert not clone.backbone.layer1.training and clone.backbone.layer4.training
+
+
+def test_strategy_from_a_bundle_config():
+    from monai.bundle import ConfigParser
+
+    config = {
+        "network": {
+            "_target_": "medmonai.networks.factory.build_network",
+            "name": "resnet10",
+            "num_classes": 2,
+        },
+        "optimizer": {
+            "_target_": "torch.optim.AdamW",
+            "params": {
+                "_target_": "medmonai.networks.transfer.apply_transfer_strategy",
+                "model": "@network",
+                "strategy": "finetune_late",
+                "lr": 0.001,
+                "backbone_lr_scale": 0.2,
+            },
+            "lr": 0.001,
+        },
+    }
+    parser = ConfigParser(config)
+    optimizer = parser.get_parsed_content("optimizer")
+    network = parser.get_parsed_content("network")
+    assert [(g["name"], g["lr"]) for g in optimizer.param_groups] == [
+        ("head", 0.001),
+        ("backbone", pytest.approx(2e-4)),
+    ]
+    # no weight_decay in the groups unless asked: the optimizer's own value (AdamW default 0.01) applies
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.01]
+    assert network.transfer_info["strategy"] == "finetune_late"
+    assert not any(p.requires_grad for p in network.backbone.layer3.parameters())
+
+
+def test_weight_decay_per_group_when_given():
+    groups = apply_transfer_strategy(build_network("small_cnn"), "finetune_all", weight_decay=0.05)
+    optimizer = torch.optim.AdamW(groups, lr=1.0, weight_decay=0.0)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.05]
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, pytest.approx(1e-4)]
