@@ -101,13 +101,28 @@ class Classifier(nn.Module):
         """The last backbone layer group producing the features (trained by ``finetune_head``)."""
         return self._feature_block[0]
 
+    def set_input_affine(self, scale: float = 1.0, shift: float = 0.0) -> None:
+        """Map inputs ``x -> x * scale + shift`` before the backbone.
+
+        E.g. ``(2, -1)`` maps [0, 1] to the [-1, 1] range that ImageNet EfficientNet-Lite weights expect. Stored as
+        plain attributes, not in the state dict.
+        """
+        self.input_scale = float(scale)
+        self.input_shift = float(shift)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = getattr(self, "input_scale", 1.0), getattr(self, "input_shift", 0.0)
+        if scale != 1.0 or shift != 0.0:
+            x = x * scale + shift
+        return x
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features ``(B, feature_dim)``."""
-        return self.backbone(x)
+        return self.backbone(self._prepare(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)``."""
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(self._prepare(x)))
 
     # ---- freezing -------------------------------------------------------------------------------------------
     def freeze(self, modules: nn.Module | Iterable[nn.Module]) -> None:

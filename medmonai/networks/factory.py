@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,7 @@ def build_network(
     dropout: float = 0.0,
     pretrained: str | os.PathLike | None = None,
     strict_pretrained: bool = False,
+    input_affine: Sequence[float] | None = None,
     **kwargs: Any,
 ) -> Classifier:
     """Build a classification network.
@@ -211,6 +212,8 @@ def build_network(
         pretrained: ``None`` (random init), ``"imagenet"`` (``efficientnet_lite0`` only) or the path of a local
             checkpoint (any MONAI/PyTorch state dict, possibly nested; loaded shape-tolerantly).
         strict_pretrained: with a checkpoint path, fail unless every tensor matches.
+        input_affine: ``(scale, shift)`` applied to inputs first (``x * scale + shift``); e.g. ``(2, -1)`` maps
+            images normalised to [0, 1] (``scale255``) to the [-1, 1] range of the ImageNet Lite0 weights.
         kwargs: passed to the underlying constructor (MONAI ``ResNet``: ``conv1_t_stride``, ``no_max_pool``,
             ``widen_factor``...; ``DenseNet121``: ``init_features``, ``dropout_prob``...; ``EfficientNetBN``:
             ``norm``...; ``SmallCNN``: ``channels``; Lite0: ``drop_connect_rate``).
@@ -259,6 +262,9 @@ def build_network(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
     )
+    if input_affine is not None:
+        scale, shift = (float(v) for v in input_affine)
+        model.set_input_affine(scale, shift)
     if imagenet:
         model.pretrained_source = "imagenet"
         logger.info("%s: ImageNet weights loaded (in_channels=%d)", key, in_channels)

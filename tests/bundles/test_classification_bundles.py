@@ -129,3 +129,20 @@ def test_bundle_cli_entry_point(tmp_path):
     cmd += ["--phantom", json.dumps(TINY)]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     assert (tmp_path / "runs" / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+
+
+def test_2d_pretrained_lite0_with_auto_strategy(tmp_path, capsys):
+    _run(
+        "classification_2d",
+        tmp_path,
+        max_epochs=1,
+        batch_size=8,
+        spatial_size=[64, 64],
+        network_name="efficientnet_lite0",
+        pretrained="imagenet",
+        strategy="auto",
+        input_affine=[2, -1],
+    )
+    assert (tmp_path / "runs" / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+    text = capsys.readouterr().out  # the bundle's logging.conf logs to stdout
+    assert "auto" in text and "similarity" in text, text[-3000:]

@@ -148,3 +148,18 @@ def test_buildable_from_a_bundle_config():
     assert isinstance(model, Classifier) and model.spatial_dims == 3
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 1, 16, 16, 16)).shape == (1, 4)
+
+
+def test_input_affine_maps_inputs_before_the_backbone():
+    import torch
+
+    from medmonai.networks.factory import build_network as bn
+
+    torch.manual_seed(0)
+    plain = bn("small_cnn", spatial_dims=2, in_channels=1, num_classes=2).eval()
+    mapped = bn("small_cnn", spatial_dims=2, in_channels=1, num_classes=2, input_affine=(2, -1)).eval()
+    mapped.load_state_dict(plain.state_dict())  # same keys: the affine is not in the state dict
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(x), plain(x * 2 - 1))
+        torch.testing.assert_close(mapped.features(x), plain.features(x * 2 - 1))
