@@ -39,43 +39,32 @@ def write_dicom_series(
     """Write ``volume[i, j, k]`` (stored integers) as a DICOM series (default axial, IOP 1,0,0,0,1,0; LPS).
 
     Slice k holds ``volume[:, :, k].T`` ([row, col]) at ``origin + k * spacing[2] * normal`` (LPS), with
-    ``normal = cross(iop[:3], iop[3:])``.
+    ``normal = cross(iop[:3], iop[3:])``; file names do not follow the slice order. Built on
+    :func:`tests.data.dicom_factory.write_slice`.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
+
+    from tests.data.dicom_factory import write_slice
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     series_uid, study_uid = generate_uid(), generate_uid()
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
     files = []
     for k in range(volume.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.PatientID = "P1"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.Modality = modality
-        ds.InstanceNumber = k + 1
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        ds.ImagePositionPatient = [float(v) for v in np.asarray(origin, float) + k * float(spacing[2]) * normal]
-        ds.ImageOrientationPatient = [float(v) for v in iop]
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (j), column spacing (i)
-        ds.SliceThickness = float(spacing[2])
-        ds.RescaleSlope = slope
-        ds.RescaleIntercept = intercept
-        pixels = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16))
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = pixels.tobytes()
-        f = folder / f"slice{(7 * k) % volume.shape[2]:03d}_{k}.dcm"
-        ds.save_as(f, enforce_file_format=True)
+        f = write_slice(
+            folder / f"slice{(7 * k) % volume.shape[2]:03d}_{k}.dcm",
+            np.ascontiguousarray(volume[:, :, k].T),
+            series_uid=series_uid,
+            study_uid=study_uid,
+            patient_id="P1",
+            position=np.asarray(origin, float) + k * float(spacing[2]) * normal,
+            orientation=iop,
+            pixel_spacing=(float(spacing[1]), float(spacing[0])),  # row spacing (j), column spacing (i)
+            slope=slope,
+            intercept=intercept,
+            instance_number=k + 1,
+            thickness=float(spacing[2]),
+            modality=modality,
+        )
         files.append(f)
     return files
