@@ -305,7 +305,7 @@ def print_table(dataset: str, size: int, rows: list[dict[str, Any]], refs: list[
         )
     for ref in refs:
         auc, _, acc = ref["auc_acc"].partition("/")
-        print(f"| {dataset} | ref: {ref['method']} | | 1 (official) | 3 | {auc.strip()} | {acc.strip()} | |")
+        print(f"| {dataset} | ref: {ref['method']} | | 1 (official) | | {auc.strip()} | {acc.strip()} | |")
 
 
 # -------------------------------------------------------------------------------------------------------------- cli
