@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "shared_data_dir", "PathLike"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "read_json", "shared_data_dir", "PathLike"]
 
 PathLike = str | os.PathLike
 
@@ -60,6 +60,30 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
     """Atomically write ``obj`` as JSON to ``path`` (numpy scalars and arrays are converted)."""
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=indent) + "\n")
+
+
+def read_json(
+    path: PathLike,
+    what: str = "file",
+    error: type[Exception] = ValueError,
+    missing_error: type[Exception] | None = None,
+) -> Any:
+    """Read a JSON file; a missing file or invalid JSON raises an error naming the file.
+
+    Args:
+        path: the JSON file.
+        what: what the file is, for the message (``"datalist file"``...).
+        error: exception class for invalid JSON.
+        missing_error: exception class for a missing file (default: ``error``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise (missing_error or error)(f"{path}: {what} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON ({e})") from e
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -17,7 +17,6 @@ Supported sources:
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medmonai.data.datalist import DatalistError, Problem, make_datalist
-from medmonai.utils import PathLike, atomic_write
+from medmonai.utils import PathLike, atomic_write, read_json
 
 __all__ = [
     "MEDMNIST_CLASSES",
@@ -745,11 +744,7 @@ def datalist_from_msd(folder: PathLike) -> dict[str, Any]:
     meta_path = folder / "dataset.json"
     if not meta_path.is_file():
         raise DatalistError(f"{folder}: not an MSD folder (no dataset.json)")
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatalistError(f"{meta_path}: not valid JSON ({e})") from e
+    meta = read_json(meta_path, "MSD dataset.json", DatalistError)
     if not isinstance(meta, dict):
         raise DatalistError(f"{meta_path}: expected a JSON object")
 

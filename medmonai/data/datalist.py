@@ -22,7 +22,6 @@ top-level ``base_dir`` when present), so a data set folder with its datalist can
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from medmonai.utils import PathLike, atomic_write_json
+from medmonai.utils import PathLike, atomic_write_json, read_json
 
 __all__ = [
     "PATH_KEYS",
@@ -94,13 +93,7 @@ def load_datalist_file(path: PathLike) -> dict[str, Any]:
         DatalistError: if the file is missing, not JSON, or has no entry list.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatalistError(f"{path}: datalist file does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatalistError(f"{path}: not valid JSON ({e})") from e
+    data = read_json(path, "datalist file", DatalistError)
     if isinstance(data, list):  # a bare list of entries is accepted as the training split
         data = {"training": data}
     if not isinstance(data, dict):

@@ -8,7 +8,6 @@ plan produced by :func:`medmonai.data.fingerprint.plan_from_fingerprint` (a dict
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from monai.utils import ensure_tuple
 
 from medmonai.transforms.intensity import denoise_transform, normalization_transform
 from medmonai.transforms.io import load_image_transforms
+from medmonai.utils import read_json
 
 __all__ = [
     "Orientation3Dd",
@@ -183,13 +183,7 @@ def load_plan(plan: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, A
         return {}
     if isinstance(plan, str | os.PathLike):
         path = Path(plan)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: plan file does not exist")
-        try:
-            with open(path, encoding="utf-8") as f:
-                plan = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        plan = read_json(path, "plan file", ValueError, missing_error=FileNotFoundError)
         if not isinstance(plan, dict):
             raise ValueError(f"{path}: a plan must be a JSON object, got {type(plan).__name__}")
     plan = dict(plan)
