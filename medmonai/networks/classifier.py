@@ -56,6 +56,9 @@ class Classifier(nn.Module):
         transfer_info: what :func:`~medmonai.networks.transfer.apply_transfer_strategy` did (strategy, reason...).
     """
 
+    #: properties TorchScript must not compile (``ckpt_export`` scripts the model)
+    __jit_unused_properties__ = ["feature_block"]
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -81,6 +84,8 @@ class Classifier(nn.Module):
         self.feature_dim = int(feature_dim)
         self.num_classes = int(num_classes)
         self.name = name
+        self.input_scale = 1.0  # see set_input_affine
+        self.input_shift = 0.0
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         # plain lists: the stages are views on modules already registered in the backbone (no duplicate keys)
@@ -111,9 +116,8 @@ class Classifier(nn.Module):
         self.input_shift = float(shift)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        scale, shift = getattr(self, "input_scale", 1.0), getattr(self, "input_shift", 0.0)
-        if scale != 1.0 or shift != 0.0:
-            x = x * scale + shift
+        if self.input_scale != 1.0 or self.input_shift != 0.0:
+            x = x * self.input_scale + self.input_shift
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

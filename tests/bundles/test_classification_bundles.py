@@ -112,6 +112,10 @@ def test_2d_verify_net_and_torchscript_export_match_checkpoint(trained_2d, tmp_p
     x = torch.rand(3, 1, 48, 48)
     with torch.no_grad():
         np.testing.assert_allclose(exported(x).numpy(), net(x).numpy(), atol=1e-5)
+    scripted = tmp_path / "scripted.ts"  # the default (scripting) export works for the small CNN too
+    ckpt_export("network_def", filepath=str(scripted), ckpt_file=str(ckpt), **common)
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.jit.load(str(scripted))(x).numpy(), net(x).numpy(), atol=1e-5)
 
 
 def test_3d_bundle_trains_and_evaluates(tmp_path):
