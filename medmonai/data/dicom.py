@@ -337,6 +337,21 @@ def _read_header(path: str) -> tuple[_Header | None, tuple[str, bool] | None]:
 # ---------------------------------------------------------------------------------------------- series checks
 
 
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _lps_affine(iop: np.ndarray, ps: np.ndarray, slice_step: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Affine from voxel ``[i, j, k]`` to LPS mm.
+
+    Columns: IOP row direction * PixelSpacing[1], IOP column direction * PixelSpacing[0], the slice step vector,
+    and the first slice's ImagePositionPatient.
+    """
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = iop[:3] * ps[1], iop[3:] * ps[0]
+    lps[:3, 2], lps[:3, 3] = slice_step, origin
+    return lps
+
+
 def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
     """Validate the headers of one series, sort the slices and compute the geometry; DicomError on problems."""
     first = headers[0]
@@ -350,9 +365,7 @@ def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
         iop = h.orientation if h.orientation is not None else np.array([1.0, 0, 0, 0, 1, 0])
         ipp = h.position if h.position is not None else np.zeros(3)
         thickness = h.thickness or 1.0
-        normal = np.cross(iop[:3], iop[3:])
-        lps = np.eye(4)
-        lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = iop[:3] * ps[1], iop[3:] * ps[0], normal * thickness, ipp
+        lps = _lps_affine(iop, ps, np.cross(iop[:3], iop[3:]) * thickness, ipp)
         return SeriesInfo(
             series_uid=uid,
             study_uid=h.study_uid,
@@ -367,7 +380,7 @@ def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
             orientation=tuple(float(v) for v in iop),
             positions=[tuple(float(v) for v in ipp)],
             spatial_shape=(h.cols, h.rows, 1),
-            affine=np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps,
+            affine=_LPS_TO_RAS @ lps,
             folder=str(Path(h.path).parent),
             samples_per_pixel=h.samples,
             series_description=h.description,
@@ -467,11 +480,7 @@ def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
         )
 
     n = len(headers)
-    lps = np.eye(4)
-    lps[:3, 0] = iop[:3] * ps[1]
-    lps[:3, 1] = iop[3:] * ps[0]
-    lps[:3, 2] = (pos[-1] - pos[0]) / (n - 1)
-    lps[:3, 3] = pos[0]
+    lps = _lps_affine(iop, ps, (pos[-1] - pos[0]) / (n - 1), pos[0])
     folders = {str(Path(f).parent) for f in files}
     folder = folders.pop() if len(folders) == 1 else os.path.commonpath(files)
     return SeriesInfo(
@@ -488,7 +497,7 @@ def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
         orientation=tuple(float(v) for v in iop),
         positions=[tuple(float(v) for v in h.position) for h in headers],
         spatial_shape=(first.cols, first.rows, n),
-        affine=np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps,
+        affine=_LPS_TO_RAS @ lps,
         folder=folder,
         samples_per_pixel=first.samples,
         series_description=first.description,

@@ -68,3 +68,12 @@ def write_dicom_series(
         )
         files.append(f)
     return files
+
+
+def error_chain(exc: BaseException) -> str:
+    """Messages of an exception and its causes (MONAI's Compose wraps errors in "applying transform ...")."""
+    out = []
+    while exc is not None:
+        out.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__
+    return " <- ".join(out)

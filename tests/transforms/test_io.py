@@ -6,16 +6,8 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
 from medmonai.transforms.io import LoadMedicalImaged, MedicalImageReader, load_image_transforms, reader_name_for
 from medmonai.utils import shared_data_dir
+from tests.transforms._helpers import error_chain as _chain
 from tests.transforms._helpers import write_dicom_series, write_nifti, write_png
-
-
-def _chain(exc: BaseException) -> str:
-    """Messages of an exception and its causes (MONAI's Compose wraps errors in "applying transform ...")."""
-    out = []
-    while exc is not None:
-        out.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__
-    return " <- ".join(out)
 
 
 def _load(path, **kw):

@@ -8,19 +8,12 @@ import pytest
 import torch
 
 from medmonai.transforms.preprocessing import build_preprocessing, load_plan
+from tests.transforms._helpers import error_chain as _chain
 from tests.transforms._helpers import write_dicom_series, write_nifti, write_png
 
 SHAPE = (40, 50, 12)
 SPACING = (0.8, 0.6, 3.0)
 BLOCK = (slice(10, 20), slice(20, 30), slice(4, 8))
-
-
-def _chain(exc: BaseException) -> str:
-    out = []
-    while exc is not None:
-        out.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__
-    return " <- ".join(out)
 
 
 @pytest.fixture
