@@ -67,6 +67,8 @@ CNN_METHODS: dict[str, dict[str, Any]] = {
     },
 }
 METHODS: tuple[str, ...] = (*CNN_METHODS, "deep_features_logreg")
+#: Methods on ImageNet weights (their input size is ``--pretrained-size``).
+PRETRAINED_METHODS = frozenset(m for m, o in CNN_METHODS.items() if o["pretrained"]) | {"deep_features_logreg"}
 
 
 # ------------------------------------------------------------------------------------------------------------- data
@@ -283,6 +285,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (method, fraction), rs in groups.items():
         row: dict[str, Any] = {"method": method, "fraction": fraction, "n_train": rs[0]["n_train"]}
+        row["size"] = rs[0].get("size")
         row["seeds"] = [r["seed"] for r in rs]
         for m in ("auc", "accuracy"):
             vals = [r[m]["value"] for r in rs if r[m]["value"] is not None]
@@ -292,7 +295,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(dataset: str, size: int, rows: list[dict[str, Any]], refs: list[dict[str, str]]) -> None:
+def print_table(dataset: str, rows: list[dict[str, Any]], refs: list[dict[str, str]]) -> None:
     def cell(v: dict[str, Any] | None) -> str:
         return "n/a" if v is None else f"{v['mean']:.3f} ± {v['std']:.3f}"
 
@@ -300,7 +303,7 @@ def print_table(dataset: str, size: int, rows: list[dict[str, Any]], refs: list[
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {dataset} | {r['method']} | {size} | {r['fraction']:g} ({r['n_train']}) | {len(r['seeds'])} | "
+            f"| {dataset} | {r['method']} | {r['size']} | {r['fraction']:g} ({r['n_train']}) | {len(r['seeds'])} | "
             f"{cell(r['auc'])} | {cell(r['accuracy'])} | {r['train_minutes']:.1f} |"
         )
     for ref in refs:
@@ -321,6 +324,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--fractions", default="1.0", help="training-set fractions, e.g. 0.25,0.5,1.0")
     p.add_argument("--size", type=int, default=28, choices=(28, 64, 128), help="input size (resize)")
+    p.add_argument(
+        "--pretrained-size", type=int, default=None, choices=(28, 64, 128),
+        help="input size of the ImageNet methods (Lite0 and deep features; default --size)",
+    )  # fmt: skip
+    p.add_argument(
+        "--curve-methods", default=None,
+        help="methods run at fractions below 1 (default: all --methods); fractions run in the order given",
+    )  # fmt: skip
     p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -340,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fractions = [1.0] if args.quick else _floats(args.fractions)
     if any(not 0 < f <= 1 for f in fractions):
         p.error(f"fractions must be in (0, 1]: {fractions}")
+    pretrained_size = args.pretrained_size or args.size
+    curve_methods = methods if args.curve_methods is None else [m.strip() for m in args.curve_methods.split(",")]
     max_epochs, patience = (1, 1) if args.quick else (args.max_epochs, args.patience)
     n_quick = 64 if args.quick else None
     suffix = "_quick" if args.quick else ""
@@ -357,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seeds": seeds,
             "fractions": fractions,
             "size": args.size,
+            "pretrained_size": pretrained_size,
+            "curve_methods": curve_methods,
             "max_epochs": max_epochs,
             "patience": patience,
             "learning_rate": args.learning_rate,
@@ -366,31 +381,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "runs": [],
     }
     deep: DeepFeatures | None = None
-    for method in methods:
-        for fraction in fractions:
+    for fraction in fractions:
+        for method in methods if fraction >= 1 else [m for m in methods if m in curve_methods]:
+            size = pretrained_size if method in PRETRAINED_METHODS else args.size
             for seed in seeds:
                 datalist, n_train = derived_datalist(base, fraction, seed, n=n_quick)
-                run_dir = work / "runs" / f"{method}_s{args.size}_f{fraction:g}_seed{seed}{suffix}"
-                key = {"method": method, "fraction": fraction, "seed": seed, "size": args.size}
+                run_dir = work / "runs" / f"{method}_s{size}_f{fraction:g}_seed{seed}{suffix}"
+                key = {"method": method, "fraction": fraction, "seed": seed, "size": size}
                 key.update({"max_epochs": max_epochs, "patience": patience, "lr": args.learning_rate, "n": n_train})
                 done = run_dir / "result.json"
                 if done.is_file() and json.loads(done.read_text()).get("key") == key:
                     rec = json.loads(done.read_text())["record"]
                     print(f"reusing {done}")
                 else:
-                    print(f"\n=== {dataset} {method} size {args.size} fraction {fraction:g} (n={n_train}) seed {seed}")
+                    print(f"\n=== {dataset} {method} size {size} fraction {fraction:g} (n={n_train}) seed {seed}")
                     if method == "deep_features_logreg":
                         if deep is None:
-                            deep = DeepFeatures(base, args.size, work)
+                            deep = DeepFeatures(base, size, work)
                         train_ids = {e["subject"] for e in load_datalist(datalist, "training")}
                         idx = np.array([i for i, s in enumerate(deep.ids["training"]) if s in train_ids])
                         rec = run_deep_features(deep, idx, seed, run_dir / "eval", n_boot=args.n_boot)
                     else:
                         rec = run_bundle(
-                            method, datalist, run_dir, seed, args.size, max_epochs, patience, args.learning_rate
+                            method, datalist, run_dir, seed, size, max_epochs, patience, args.learning_rate
                         )
                     atomic_write_json(done, {"key": key, "record": rec})
-                rec = {"method": method, "fraction": fraction, "seed": seed, "n_train": n_train, **rec}
+                rec = {"method": method, "fraction": fraction, "seed": seed, "n_train": n_train, "size": size, **rec}
                 print(
                     f"--> {method} f={fraction:g} seed {seed}: test AUC {rec['auc']['value']}, "
                     f"ACC {rec['accuracy']['value']}, train {rec['train_seconds']:.0f} s"
@@ -402,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["reference"] = {"source": "MedMNIST v2 (Yang et al., Sci. Data 2023), via ../shared/data/README.md"}
     result["reference"]["rows"] = refs
     atomic_write_json(out, result)
-    print_table(dataset, args.size, result["summary"], refs)
+    print_table(dataset, result["summary"], refs)
     print(f"\nwrote {out}")
     return result
 

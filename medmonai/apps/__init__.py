@@ -1,1 +1,1 @@
-"""End-to-end applications (the demo)."""
+"""End-to-end applications: the demo and the cross-validation runner."""

@@ -1,4 +1,4 @@
-"""The ``medmonai`` command line: ``medmonai {phantoms,datalist,fingerprint,check,demo} ...``.
+"""The ``medmonai`` command line: ``medmonai {phantoms,datalist,fingerprint,check,demo,cv,compare} ...``.
 
 Each sub-command is a thin wrapper over a library function, so everything the CLI does is also available from
 Python and from bundle configs.
@@ -151,6 +151,97 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- compare
+# ------------------------------------------------------------------------------------------------------ cv
+def _parse_value(text: str) -> object:
+    """A ``--set`` value: JSON/YAML literal when it parses (numbers, lists, null...), else the string."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from medmonai.apps.crossval import run_crossval
+
+    overrides: dict[str, object] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = _parse_value(value)
+    if args.datalist:
+        overrides["datalist"] = str(Path(args.datalist).resolve())
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    run_crossval(
+        args.bundle, bundle_root=args.bundle_root, scheme=args.scheme, n_folds=args.folds, n_repeats=args.repeats,
+        overrides=overrides, classifier=args.classifier, tta_flip_axes=_int_list(args.tta_flip_axes),
+        export=not args.no_export, n_boot=args.n_boot,
+    )  # fmt: skip
+    return 0
+
+
+def _int_list(value: str | None) -> list[int]:
+    return [int(v) for v in (value or "").split(",") if v.strip()]
+
+
+# ------------------------------------------------------------------------------------------------- compare
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from medmonai.metrics.compare import compare_runs, format_p, write_comparison
+
+    res = compare_runs(args.run_a, args.run_b, n_boot=args.n_boot, seed=args.seed)
+    auc, dl, bs, mc = res["auc"], res["delong"], res["bootstrap"], res["mcnemar"]
+
+    def num(v: float | None, fmt: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    def ci(t: dict) -> str:
+        ok = t.get("applicable") and t.get("ci_low") is not None
+        return f"{t['ci_low']:+.3f}..{t['ci_high']:+.3f}" if ok else "n/a"
+
+    print(f"A: {res['run_a']['predictions']}")
+    print(f"B: {res['run_b']['predictions']}")
+    pos = f", positive class '{res['positive_class_name']}'" if res["task"] == "binary" else ""
+    print(f"{res['n']} paired cases, {res['task']}{pos}; differences are A - B\n")
+    rows = [("", "A", "B", "A - B", "95% CI", "p", "test")]
+    rows.append(
+        (
+            auc["metric"],
+            num(auc["a"]),
+            num(auc["b"]),
+            num(auc["difference"], "+.3f"),
+            ci(dl),
+            format_p(dl.get("p_value")),
+            "DeLong",
+        )
+    )
+    rows.append(("", "", "", "", ci(bs), format_p(bs.get("p_value")), f"paired bootstrap ({args.n_boot})"))
+    rows.append(
+        (
+            "accuracy",
+            num(mc["accuracy_a"]),
+            num(mc["accuracy_b"]),
+            num(mc["difference"], "+.3f"),
+            "",
+            format_p(mc["p_value"]),
+            f"McNemar {mc['method']} (b={mc['b']}, c={mc['c']})",
+        )
+    )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        print("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r[:6], widths))) + "  " + r[6])
+    for name, t in (("DeLong", dl), ("paired bootstrap", bs)):
+        if not t.get("applicable"):
+            print(f"\n{name}: not applicable ({t['reason']})")
+    print(f"\n{res['conclusion']}")
+    if args.out:
+        print(f"wrote {write_comparison(args.out, res)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``medmonai`` command."""
     from medmonai import __version__
@@ -225,6 +316,37 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--seed", type=int, default=0)
     de.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
     de.set_defaults(func=_cmd_demo)
+
+    cv = sub.add_parser("cv", help="cross-validate a classification bundle: folds, OOF report, fold ensemble")
+    cv.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
+    cv.add_argument(
+        "--scheme", default="kfold", choices=("kfold", "repeated_kfold", "loo", "loso", "groupkfold", "holdout")
+    )
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (k-fold schemes)")
+    cv.add_argument("--repeats", type=int, default=1, help="repeats of repeated_kfold")
+    cv.add_argument("--bundle-root", default=".", help="the bundle's bundle_root: outputs in BUNDLE_ROOT/runs/cv")
+    cv.add_argument("--datalist", default=None, help="datalist JSON (default: the bundle's phantom data)")
+    cv.add_argument("--seed", type=int, default=None)
+    cv.add_argument(
+        "--classifier", default=None, choices=("logreg_l2", "logreg_l1", "linear_svm"),
+        help="deep-features path: features from the bundle's network once, this classifier per fold (fast LOO)",
+    )  # fmt: skip
+    cv.add_argument("--tta-flip-axes", default=None, help="test-time mirroring axes, e.g. 0")
+    cv.add_argument("--no-export", action="store_true", help="do not export the TorchScript ensemble")
+    cv.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the reports")
+    cv.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="bundle override (repeatable), e.g. --set max_epochs=20 --set group_key=site",
+    )  # fmt: skip
+    cv.set_defaults(func=_cmd_cv)
+
+    co = sub.add_parser("compare", help="paired comparison of two runs on the same test cases (DeLong, McNemar)")
+    co.add_argument("run_a", help="run A: predictions.csv, an eval folder, or a run folder (eval/, runs/eval/...)")
+    co.add_argument("run_b", help="run B, likewise")
+    co.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples")
+    co.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    co.add_argument("--out", default=None, help="write the full result as JSON to this file")
+    co.set_defaults(func=_cmd_compare)
     return p
 
 
@@ -244,8 +366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatalistError, ValueError, FileNotFoundError, RuntimeError) as e:
         if args.verbose:
             raise
-        print(f"medmonai {args.command}: error: {e}", file=sys.stderr)
+        print(f"medmonai {args.command}: error: {_root_cause(e)}", file=sys.stderr)
         return 2
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The innermost exception of a chain (MONAI's config parser wraps our errors in ``RuntimeError``)."""
+    seen = {id(e)}
+    while e.__cause__ is not None and id(e.__cause__) not in seen:
+        e = e.__cause__
+        seen.add(id(e))
+    return e
 
 
 if __name__ == "__main__":  # pragma: no cover

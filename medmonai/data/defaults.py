@@ -8,7 +8,7 @@ from typing import Any
 
 from medmonai.utils import PathLike
 
-__all__ = ["resolve_datalist", "select_keys"]
+__all__ = ["resolve_datalist", "select_keys", "optional_split"]
 
 
 def resolve_datalist(
@@ -50,3 +50,12 @@ def resolve_datalist(
 def select_keys(entries: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """Keep only ``keys`` of every entry (those present), so that batches collate cleanly."""
     return [{k: e[k] for k in keys if k in e} for e in entries]
+
+
+def optional_split(datalist_file: str, key: str = "test") -> list[dict[str, Any]]:
+    """The entries of split ``key`` of a datalist file, or ``[]`` when the datalist has no such split."""
+    from medmonai.data.datalist import load_datalist, load_datalist_file
+
+    if not isinstance(load_datalist_file(datalist_file).get(key), list):
+        return []
+    return load_datalist(datalist_file, key)

@@ -1,4 +1,4 @@
-"""Engines: losses, deep features + classical classifiers, evaluation, inference.
+"""Engines: losses, deep features + classical classifiers, evaluation, inference, cross-validation results.
 
 Evaluation chooses the threshold on validation data and uses the test split once; inference handles new data.
 
@@ -7,6 +7,6 @@ Training itself uses MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` wir
 
 from __future__ import annotations
 
-from medmonai.engines import classical, evaluation, features, inference, losses
+from medmonai.engines import classical, crossval, evaluation, features, inference, losses
 
-__all__ = ["classical", "evaluation", "features", "inference", "losses"]
+__all__ = ["classical", "crossval", "evaluation", "features", "inference", "losses"]

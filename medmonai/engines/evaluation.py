@@ -54,6 +54,7 @@ def predict_probabilities(
     batch_size: int = 32,
     num_workers: int = 0,
     id_key: str = "case_id",
+    tta_flip_axes: Sequence[int] = (),
 ) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
     """Class probabilities (softmax) of ``network`` for datalist entries.
 
@@ -66,6 +67,9 @@ def predict_probabilities(
         num_workers: DataLoader workers.
         id_key: entry key used as case id in outputs (default ``case_id``; entries without it are numbered). Patient
             ids are not used unless you choose such a key.
+        tta_flip_axes: test-time augmentation: spatial axes (0-based) along which a mirrored copy of every image is
+            also predicted; the softmax outputs of the original and the mirrored copies are averaged. Use only axes
+            the model was trained to be invariant to (the bundles' flip augmentation uses axis 0).
 
     Returns:
         (labels or None, probabilities (N, C), case ids).
@@ -78,8 +82,10 @@ def predict_probabilities(
     probs = np.zeros((len(entries), 0), dtype=np.float64)
     chunks, order = [], []
     for batch in loader:
-        logits = network(batch["image"].to(device))
-        chunks.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        x = batch["image"].to(device)
+        views = [x] + [torch.flip(x, dims=(int(a) + 2,)) for a in tta_flip_axes]
+        prob = torch.stack([torch.softmax(network(v).float(), dim=1) for v in views]).mean(0)
+        chunks.append(prob.cpu().numpy())
         order.extend(int(i) for i in batch["_index"])
     if chunks:
         probs = np.concatenate(chunks)[np.argsort(order)]

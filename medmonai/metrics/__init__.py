@@ -1,10 +1,18 @@
-"""Clinical classification metrics with bootstrap confidence intervals, operating thresholds and reports."""
+"""Clinical classification metrics: bootstrap CIs, operating thresholds, reports and paired comparisons of runs."""
 
 from __future__ import annotations
 
-from medmonai.metrics import bootstrap, clinical, report, threshold
+from medmonai.metrics import bootstrap, clinical, compare, report, threshold
 from medmonai.metrics.bootstrap import bootstrap_ci
 from medmonai.metrics.clinical import classification_metrics
+from medmonai.metrics.compare import (
+    compare_runs,
+    delong_test,
+    load_run_predictions,
+    mcnemar_test,
+    paired_bootstrap_auc,
+    write_comparison,
+)
 from medmonai.metrics.report import write_classification_report
 from medmonai.metrics.threshold import choose_threshold
 
@@ -14,7 +22,14 @@ __all__ = [
     "choose_threshold",
     "classification_metrics",
     "clinical",
+    "compare",
+    "compare_runs",
+    "delong_test",
+    "load_run_predictions",
+    "mcnemar_test",
+    "paired_bootstrap_auc",
     "report",
     "threshold",
     "write_classification_report",
+    "write_comparison",
 ]

@@ -1,0 +1,273 @@
+"""Cross-validation runner: every fold of a bundle through MONAI's bundle workflow, then the OOF and ensemble reports.
+
+``medmonai cv BUNDLE`` (:func:`run_crossval`) does, for a classification bundle folder holding
+``configs/train.yaml`` and ``configs/crossval.yaml``:
+
+1. resolves the folds once (``<bundle_root>/runs/cv/splits.json``, reused when present, with the leakage guard);
+2. trains each fold with ``monai.bundle.run`` on ``train.yaml`` + ``crossval.yaml`` and ``fold=k`` — the same
+   configs a user runs by hand, not a second copy of the training code; each fold has its own early stopping (on
+   that fold's validation part), checkpoints and TensorBoard folder; finished folds (``fold_predictions.npz``
+   present) are skipped, and an interrupted fold resumes from its last checkpoint;
+3. aggregates the folds (:func:`medmonai.engines.crossval.aggregate_crossval`): OOF report, per-fold metrics and
+   their mean ± std, the fold ensemble's test report with bootstrap CIs;
+4. exports the ensemble as one TorchScript module (``runs/cv/ensemble/model.ts``), checked against the eager one.
+
+With ``classifier`` (``logreg_l2``, ``logreg_l1``, ``linear_svm``) it takes the **deep-features path** instead:
+the bundle's network (e.g. the ImageNet EfficientNet-Lite0 with ``--set pretrained=imagenet``) and preprocessing
+extract features of the pool and of the test split **once** (cached), and each fold fits a scikit-learn classifier
+(regularisation tuned by an inner, subject-grouped CV on the fold's training part). This makes leave-one-out
+practical on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmonai.utils import PathLike, atomic_write_json, read_json
+
+__all__ = ["CLASSIFIERS", "bundle_configs", "parse_bundle", "run_crossval"]
+
+logger = logging.getLogger(__name__)
+
+#: classical classifiers of the deep-features path
+CLASSIFIERS: tuple[str, ...] = ("logreg_l2", "logreg_l1", "linear_svm")
+
+
+def bundle_configs(bundle: PathLike) -> dict[str, Path]:
+    """The config files of a bundle folder used by cross-validation (train, crossval, metadata, logging)."""
+    cfg = Path(bundle) / "configs"
+    files = {
+        "train": cfg / "train.yaml",
+        "crossval": cfg / "crossval.yaml",
+        "meta": cfg / "metadata.json",
+        "logging": cfg / "logging.conf",
+    }
+    for name in ("train", "crossval"):
+        if not files[name].is_file():
+            raise FileNotFoundError(f"{files[name]}: not found; is {bundle} a medmonai classification bundle?")
+    return files
+
+
+def parse_bundle(bundle: PathLike, overrides: Mapping[str, Any]) -> Any:
+    """A MONAI ``ConfigParser`` over the bundle's ``train.yaml`` + ``crossval.yaml`` with ``overrides`` applied."""
+    from monai.bundle import ConfigParser
+
+    files = bundle_configs(bundle)
+    parser = ConfigParser()
+    parser.read_config([str(files["train"]), str(files["crossval"])])
+    if files["meta"].is_file():
+        parser.read_meta(str(files["meta"]))
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def _progress(msg: str) -> None:
+    print(f"[cv] {msg}", flush=True)
+
+
+def _train_folds(files: dict[str, Path], common: dict[str, Any], cv_dir: Path, n_folds: int) -> None:
+    from monai.bundle import run
+
+    from medmonai.engines.crossval import fold_done
+
+    todo = [k for k in range(n_folds) if not fold_done(cv_dir, k)]
+    if len(todo) < n_folds:
+        _progress(f"{n_folds - len(todo)} of {n_folds} folds already finished: skipped")
+    extra = {"meta_file": str(files["meta"])} if files["meta"].is_file() else {}
+    if files["logging"].is_file():
+        extra["logging_file"] = str(files["logging"])
+    t_start = time.perf_counter()
+    for i, k in enumerate(todo):
+        eta = ""
+        if i:
+            per_fold = (time.perf_counter() - t_start) / i
+            eta = f", about {per_fold * (len(todo) - i) / 60:.1f} min left"
+        _progress(f"fold {k + 1}/{n_folds}: training ({i} of {len(todo)} to do finished{eta})")
+        run(config_file=[str(files["train"]), str(files["crossval"])], fold=k, **common, **extra)
+        if not fold_done(cv_dir, k):
+            raise RuntimeError(f"fold {k} finished without writing its predictions in {cv_dir / f'fold{k}'}")
+
+
+def _feature_folds(
+    bundle: PathLike, common: dict[str, Any], cv_dir: Path, splits: dict[str, Any], classifier: str, seed: int
+) -> None:
+    """Deep-features path: extract pool and test features once, then one classical fit per fold."""
+    import torch
+
+    from medmonai.data.datalist import load_datalist, load_datalist_file
+    from medmonai.data.splits import case_id
+    from medmonai.engines.classical import fit_classical
+    from medmonai.engines.crossval import fold_dir, fold_done, write_fold_predictions
+    from medmonai.engines.features import extract_features
+
+    parser = parse_bundle(bundle, {**common, "fold": 0})
+    datalist_file = parser.get_parsed_content("datalist_file")
+    raw = load_datalist_file(datalist_file)
+    pool = load_datalist(datalist_file, "training")
+    if parser.get_parsed_content("pool_validation") and isinstance(raw.get("validation"), list):
+        pool += load_datalist(datalist_file, "validation")
+    by_id = {case_id(e): e for e in pool}
+    missing = [c for c in splits["case_ids"] if c not in by_id]
+    if missing:
+        raise ValueError(f"{cv_dir / 'splits.json'}: {len(missing)} case ids are not in {datalist_file}")
+    entries = [by_id[c] for c in splits["case_ids"]]
+    test = load_datalist(datalist_file, "test") if isinstance(raw.get("test"), list) else []
+    network = parser.get_parsed_content("network_def").eval()
+    transform = parser.get_parsed_content("preprocessing")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    t0 = time.perf_counter()
+    feats, _ = extract_features(network, entries + test, transform, cache_dir=cv_dir / "features", device=device)
+    _progress(f"features {feats.shape[1]}-D of {len(entries) + len(test)} images in {time.perf_counter() - t0:.0f} s")
+    x_pool, x_test = feats[: len(entries)], feats[len(entries) :]
+    y_pool = np.asarray([int(e["label"]) for e in entries])
+    y_test = np.asarray([int(e.get("label", -1)) for e in test])
+    group_key = parser.get_parsed_content("group_key")
+    groups = np.asarray([str(e.get(group_key, case_id(e))) for e in entries])
+    index = {c: i for i, c in enumerate(splits["case_ids"])}
+    test_ids = [f"case_{i:05d}" for i in range(len(test))]
+    n_folds = len(splits["folds"])
+    t0 = time.perf_counter()
+    for k, fold in enumerate(splits["folds"]):
+        if fold_done(cv_dir, k):
+            continue
+        tr = np.asarray([index[c] for c in fold["train"]])
+        va = np.asarray([index[c] for c in fold["val"]])
+        n_groups = len(set(groups[tr].tolist()))
+        inner = min(5, n_groups, *np.bincount(y_pool[tr]).tolist())
+        clf = fit_classical(x_pool[tr], y_pool[tr], groups=groups[tr], model=classifier, cv=max(2, inner), seed=seed)
+        out = fold_dir(cv_dir, k)
+        out.mkdir(parents=True, exist_ok=True)
+        pt = clf.predict_proba(x_test) if len(test) else None
+        write_fold_predictions(
+            out, fold["val"], y_pool[va], clf.predict_proba(x_pool[va]), test_ids, y_test if len(test) else None, pt
+        )
+        if (k + 1) % max(1, n_folds // 10) == 0 or k + 1 == n_folds:
+            _progress(f"fold {k + 1}/{n_folds} fitted ({time.perf_counter() - t0:.0f} s)")
+
+
+def _export(bundle: PathLike, common: dict[str, Any], cv_dir: Path, n_folds: int, flip_axes: Sequence[int]) -> Path:
+    """Load the k fold checkpoints into one TorchScript ensemble (``cv_dir/ensemble/model.ts``)."""
+    import torch
+
+    from medmonai.engines.crossval import export_ensemble, fold_dir
+    from medmonai.engines.evaluation import load_weights
+
+    parser = parse_bundle(bundle, {**common, "fold": 0})
+    models = []
+    for k in range(n_folds):
+        net = parse_bundle(bundle, {**common, "fold": k}).get_parsed_content("network_def", instantiate=True)
+        load_weights(net, fold_dir(cv_dir, k) / "checkpoints" / "model.pt")
+        models.append(net)
+    transform = parser.get_parsed_content("preprocessing")
+    split = parser.get_parsed_content("split")
+    sample = transform({"image": split["validation"][0]["image"]})["image"]
+    example = torch.as_tensor(sample).unsqueeze(0).float()
+    return export_ensemble(models, cv_dir / "ensemble" / "model.ts", example, flip_axes=flip_axes)
+
+
+def run_crossval(
+    bundle: PathLike,
+    bundle_root: PathLike = ".",
+    scheme: str = "kfold",
+    n_folds: int = 5,
+    n_repeats: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    classifier: str | None = None,
+    tta_flip_axes: Sequence[int] = (),
+    export: bool = True,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Run (or resume) a cross-validation of a classification bundle and write its reports.
+
+    Args:
+        bundle: the bundle folder (e.g. ``bundles/classification_2d``).
+        bundle_root: the bundle's ``bundle_root`` (outputs go to ``<bundle_root>/runs/cv``, default data to
+            ``<bundle_root>/data``), as with ``python -m monai.bundle run``.
+        scheme: ``kfold``, ``repeated_kfold``, ``loo``, ``loso``, ``groupkfold`` or ``holdout``.
+        n_folds: number of folds (k-fold schemes).
+        n_repeats: repeats of ``repeated_kfold``.
+        overrides: more bundle overrides (``datalist``, ``max_epochs``, ``network_name``, ``group_key``...).
+        classifier: None to train the bundle's network per fold; or a classical classifier on deep features.
+        tta_flip_axes: test-time mirroring axes for the fold predictions and the exported ensemble.
+        export: write the TorchScript ensemble (network path only).
+        n_boot: bootstrap resamples of the reports.
+
+    Returns:
+        The ``cv_report.json`` content.
+    """
+    from medmonai.engines.crossval import aggregate_crossval
+
+    if classifier is not None and classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {classifier!r}; choose from {CLASSIFIERS}")
+    files = bundle_configs(bundle)
+    common: dict[str, Any] = {
+        "bundle_root": str(bundle_root),
+        "scheme": scheme,
+        "n_folds": n_folds,
+        "n_repeats": n_repeats,
+        "tta_flip_axes": list(tta_flip_axes),
+        **dict(overrides or {}),
+    }
+    parser = parse_bundle(bundle, {**common, "fold": 0})
+    cv_dir = Path(parser.get_parsed_content("cv_dir"))
+    settings_file = cv_dir / "cv_settings.json"
+    settings = {k: v for k, v in common.items() if k != "bundle_root"}
+    settings["classifier"] = classifier
+    if settings_file.is_file() and read_json(settings_file) != settings:
+        raise ValueError(
+            f"{settings_file}: this cross-validation folder was made with other settings "
+            f"({read_json(settings_file)}); use another --bundle-root or delete {cv_dir}"
+        )
+    parser.get_parsed_content("split")  # resolves (or reuses) splits.json, with the leakage guard
+    splits = read_json(cv_dir / "splits.json")
+    atomic_write_json(settings_file, settings)
+    n = len(splits["folds"])
+    _progress(f"{scheme}: {n} folds over {len(splits['case_ids'])} pooled cases; results in {cv_dir}")
+    seed = int(parser.get_parsed_content("seed"))
+    if classifier is None:
+        _train_folds(files, common, cv_dir, n)
+    else:
+        _feature_folds(bundle, common, cv_dir, splits, classifier, seed)
+    classes = parser.get_parsed_content("classes")
+    extra = {"bundle": str(bundle), "classifier": classifier, "settings": settings}
+    if classifier is None:
+        extra["network"] = parser.get_parsed_content("network_name")
+    report = aggregate_crossval(cv_dir, classes, n_boot=n_boot, seed=seed, extra=extra)
+    if export and classifier is None:
+        path = _export(bundle, common, cv_dir, n, tta_flip_axes)
+        report["ensemble_model"] = str(path)
+        atomic_write_json(cv_dir / "cv_report.json", report)
+    _progress(summary_text(report))
+    return report
+
+
+def summary_text(report: Mapping[str, Any]) -> str:
+    """A few readable lines: across-fold mean ± std, OOF and ensemble metrics with CIs."""
+
+    def ci(m: Mapping[str, Any] | None) -> str:
+        if not m or m.get("value") is None:
+            return "n/a"
+        return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+
+    lines = [f"cross-validation ({report.get('scheme')}, {report.get('n_folds')} folds)"]
+    for part in ("validation", "test"):
+        stats = report.get("across_folds", {}).get(part)
+        if stats:
+            cells = [
+                f"{m} {v['mean']:.3f} ± {v['std']:.3f}" for m, v in stats.items() if v and m in ("auc", "accuracy")
+            ]
+            lines.append(f"  per fold, {part}: " + ", ".join(cells))
+    oof = report.get("oof", {}).get("metrics", {})
+    lines.append(f"  out-of-fold (n={report.get('oof', {}).get('n')}): AUC {ci(oof.get('auc'))}")
+    ens = report.get("ensemble")
+    if ens:
+        m = ens["metrics"]
+        lines.append(f"  ensemble on test (n={ens['n']}): AUC {ci(m.get('auc'))}, ACC {ci(m.get('accuracy'))}")
+    return "\n".join(lines)
