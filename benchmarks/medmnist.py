@@ -137,7 +137,15 @@ def _metric(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def run_bundle(
-    method: str, datalist: Path, run_dir: Path, seed: int, size: int, max_epochs: int, patience: int, lr: float
+    method: str,
+    datalist: Path,
+    run_dir: Path,
+    seed: int,
+    size: int,
+    max_epochs: int,
+    patience: int,
+    lr: float,
+    leakage: str = "off",
 ) -> dict[str, Any]:
     """Train and evaluate one CNN method through the bundle; returns the run record."""
     from monai.bundle import run
@@ -156,6 +164,7 @@ def run_bundle(
         "normalization": "scale255",
         "learning_rate": lr,
         "resume": False,
+        "leakage": leakage,
         **overrides,
     }
     if (run_dir / "runs").exists():
@@ -339,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/medmnist_<name>.json)")
     p.add_argument("--work", default=None, help="work folder for images, runs and caches (default /tmp/...)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 64 training images")
+    p.add_argument(
+        "--leakage", default="off", choices=("off", "drop", "error"),
+        help="the bundles' leakage guard; 'off' keeps the official splits as published (BreastMNIST has one "
+        "train/test pair of identical images, PneumoniaMNIST 8 train/val groups; see docs/validation.md)",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     npz = Path(args.npz).resolve()
@@ -376,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "patience": patience,
             "learning_rate": args.learning_rate,
             "quick": args.quick,
+            "leakage": args.leakage,
             "splits": "official MedMNIST train/val/test; model selection and threshold on val; test used once",
         },  # fmt: skip
         "runs": [],
@@ -403,8 +418,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         rec = run_deep_features(deep, idx, seed, run_dir / "eval", n_boot=args.n_boot)
                     else:
                         rec = run_bundle(
-                            method, datalist, run_dir, seed, size, max_epochs, patience, args.learning_rate
-                        )
+                            method, datalist, run_dir, seed, size, max_epochs, patience, args.learning_rate,
+                            leakage=args.leakage,
+                        )  # fmt: skip
                     atomic_write_json(done, {"key": key, "record": rec})
                 rec = {"method": method, "fraction": fraction, "seed": seed, "n_train": n_train, "size": size, **rec}
                 print(

@@ -137,3 +137,18 @@ def test_one_fold_through_monai_bundle_run(phantoms, tmp_path):
     assert (fold_dir(cv_dir, 1) / "fold_predictions.npz").is_file()
     assert not fold_dir(cv_dir, 0).exists()
     assert len(read_json(cv_dir / "splits.json")["folds"]) == 3
+
+
+@pytest.mark.parametrize("scheme", ["repeated_kfold", "groupkfold", "holdout"])
+def test_other_schemes_through_the_cli(phantoms, tmp_path, scheme):
+    rc = main(["-q", "cv", str(BUNDLE), "--bundle-root", str(tmp_path), "--scheme", scheme, "--folds", "3",
+               "--repeats", "2", "--classifier", "logreg_l2", "--datalist", phantoms, "--n-boot", "50",
+               "--set", "spatial_size=[32, 32]", "--set", "group_key=subject"])  # fmt: skip
+    assert rc == 0
+    report = read_json(tmp_path / "runs" / "cv" / "cv_report.json")
+    splits = read_json(tmp_path / "runs" / "cv" / "splits.json")
+    assert report["n_folds"] == {"repeated_kfold": 6, "groupkfold": 3, "holdout": 1}[scheme]
+    for f in splits["folds"]:
+        assert not _subjects(phantoms, f["train"]) & _subjects(phantoms, f["val"])
+    if scheme != "holdout":  # every pooled case is out-of-fold (once per repeat)
+        assert report["oof"]["n"] == len(splits["case_ids"])
