@@ -1,4 +1,4 @@
-"""The ``medmonai`` command line: ``medmonai {phantoms,datalist,fingerprint,check,demo,cv,compare} ...``.
+"""The ``medmonai`` command line: ``medmonai {phantoms,datalist,fingerprint,check,demo,cv,compare,...} ...``.
 
 Each sub-command is a thin wrapper over a library function, so everything the CLI does is also available from
 Python and from bundle configs.
@@ -242,6 +242,44 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- augment-preview
+def _cmd_augment_preview(args: argparse.Namespace) -> int:
+    from medmonai.transforms.augmentation import save_augmentation_preview
+
+    size = [int(v) for v in _csv_list(args.size)] if args.size else None
+    res = save_augmentation_preview(
+        args.datalist, args.out, preset=args.preset, spatial_dims=args.dims, n_images=args.n, n_draws=args.draws,
+        key=args.key, seed=args.seed, spatial_size=size,
+    )  # fmt: skip
+    print(f"wrote {res['out']} ({res['n_images']} images x (original + {res['n_draws']} '{res['preset']}' draws))")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- audit-synthetic
+def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
+    from medmonai.metrics.synthetic import audit_synthetic
+
+    rep = audit_synthetic(
+        args.real_datalist, args.synthetic_datalist, args.out, real_key=args.real_key,
+        synthetic_key=args.synthetic_key, spatial_dims=args.dims, k=args.k, reference_percentile=args.percentile,
+        copy_ratio=args.ratio, image_size=args.image_size, pixel_size=args.pixel_size, n_pairs=args.pairs,
+        device=args.device,
+    )  # fmt: skip
+    mem = rep["memorization"]
+    print(f"{rep['n_synthetic']} synthetic vs {rep['n_real']} real ({rep['real_key']}) images")
+    print(f"FID {rep['fid']:.2f}  precision {rep['precision']:.3f}  recall {rep['recall']:.3f} (k={rep['k']})")
+    for name, value in (rep.get("fid_per_class") or {}).items():
+        print(f"  FID {name}: {'n/a' if value is None else f'{value:.2f}'}")
+    print(
+        f"near-copies of training images: {mem['n_flagged']} ({100 * mem['fraction_flagged']:.1f} %; at most "
+        f"{mem['reference_percentile']:g} % per space expected by chance)"
+    )
+    for r in mem["flagged"][:20]:
+        print(f"  {r['image']}  ~  {r['nearest_real_pixel']['image']}  (score {r['score']:.2f})")
+    print(f"wrote {rep['report']} and {rep['closest_pairs_png']}")
+    return 1 if args.fail_on_copies and mem["n_flagged"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``medmonai`` command."""
     from medmonai import __version__
@@ -339,6 +377,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle override (repeatable), e.g. --set max_epochs=20 --set group_key=site",
     )  # fmt: skip
     cv.set_defaults(func=_cmd_cv)
+
+    ap = sub.add_parser("augment-preview", help="PNG grid of an augmentation preset applied to a datalist's images")
+    ap.add_argument("datalist")
+    ap.add_argument("--preset", default="medium", choices=("none", "light", "medium", "strong"))
+    ap.add_argument("--dims", type=int, choices=(2, 3), default=2)
+    ap.add_argument("--n", type=int, default=8, help="images (rows): the first N of the split")
+    ap.add_argument("--draws", type=int, default=4, help="augmented draws per image (columns after the original)")
+    ap.add_argument("--key", default="training", help="datalist split")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", default=None, help="centre crop/pad to this size, e.g. 64,64")
+    ap.add_argument("--out", default="augmentation_preview.png", help="PNG to write")
+    ap.set_defaults(func=_cmd_augment_preview)
+
+    au = sub.add_parser(
+        "audit-synthetic", help="FID, precision/recall and near-copy check of synthetic images against real ones"
+    )
+    au.add_argument("real_datalist", help="the real datalist (the generator's training data)")
+    au.add_argument("synthetic_datalist", help="the synthetic datalist (e.g. runs/synthetic/datalist.json)")
+    au.add_argument("--out", required=True, help="folder for audit.json and closest_pairs.png")
+    au.add_argument("--real-key", default="training", help="split of the real datalist")
+    au.add_argument("--synthetic-key", default="training", help="split of the synthetic datalist")
+    au.add_argument("--dims", type=int, choices=(2, 3), default=None, help="default: from the datalists")
+    au.add_argument("--k", type=int, default=3, help="neighbourhood size of precision/recall")
+    au.add_argument(
+        "--percentile", type=float, default=1.0, help="near-copy threshold: percentile of real-real NN distances"
+    )
+    au.add_argument("--ratio", type=float, default=0.5, help="near-copy threshold: factor on that percentile")
+    au.add_argument("--image-size", type=int, default=112, help="input size of the feature network")
+    au.add_argument("--pixel-size", type=int, default=32, help="size per axis of the pixel-space comparison")
+    au.add_argument("--pairs", type=int, default=16, help="closest pairs shown in the PNG")
+    au.add_argument("--device", default="cpu")
+    au.add_argument("--fail-on-copies", action="store_true", help="exit status 1 when a near-copy is flagged")
+    au.set_defaults(func=_cmd_audit_synthetic)
 
     co = sub.add_parser("compare", help="paired comparison of two runs on the same test cases (DeLong, McNemar)")
     co.add_argument("run_a", help="run A: predictions.csv, an eval folder, or a run folder (eval/, runs/eval/...)")

@@ -9,11 +9,12 @@ Modules:
     splits: subject-grouped, stratified hold-out splits.
     samplers: class weights and a class-balanced sampler.
     defaults: which datalist a bundle runs on (a user datalist or the embedded phantoms).
+    segmentation: mask label names, image/label entries and the subject hold-out of the segmentation bundles.
 """
 
 from __future__ import annotations
 
-from medmonai.data import defaults, samplers, splits
+from medmonai.data import defaults, samplers, segmentation, splits
 from medmonai.data.builders import (
     datalist_from_csv,
     datalist_from_dicom_folder,
@@ -48,6 +49,7 @@ __all__ = [
     "datalist_from_csv",
     "defaults",
     "samplers",
+    "segmentation",
     "splits",
     "datalist_from_dicom_folder",
     "datalist_from_image_folder",

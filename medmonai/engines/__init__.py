@@ -1,12 +1,23 @@
 """Engines: losses, deep features + classical classifiers, evaluation, inference, cross-validation results.
 
 Evaluation chooses the threshold on validation data and uses the test split once; inference handles new data.
+Segmentation inference/evaluation predict in the input's original geometry (NIfTI, DICOM SEG).
 
-Training itself uses MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` wired by the bundle configs.
+Training itself uses MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` wired by the bundle configs; ``gan`` is the
+class-conditional GAN trainer (MONAI ``GanTrainer`` + DiffAugment) and the synthetic-data writer.
 """
 
 from __future__ import annotations
 
-from medmonai.engines import classical, crossval, evaluation, features, inference, losses
+from medmonai.engines import (
+    classical,
+    crossval,
+    evaluation,
+    features,
+    gan,
+    inference,
+    losses,
+    segmentation_inference,
+)
 
-__all__ = ["classical", "crossval", "evaluation", "features", "inference", "losses"]
+__all__ = ["classical", "crossval", "evaluation", "features", "gan", "inference", "losses", "segmentation_inference"]

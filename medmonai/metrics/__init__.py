@@ -1,8 +1,11 @@
-"""Clinical classification metrics: bootstrap CIs, operating thresholds, reports and paired comparisons of runs."""
+"""Clinical classification metrics: bootstrap CIs, operating thresholds, reports and paired comparisons of runs.
+
+``synthetic``: the audit of synthetic images (FID, precision/recall, near-copies of training images).
+"""
 
 from __future__ import annotations
 
-from medmonai.metrics import bootstrap, clinical, compare, report, threshold
+from medmonai.metrics import bootstrap, clinical, compare, report, synthetic, threshold
 from medmonai.metrics.bootstrap import bootstrap_ci
 from medmonai.metrics.clinical import classification_metrics
 from medmonai.metrics.compare import (
@@ -29,6 +32,7 @@ __all__ = [
     "mcnemar_test",
     "paired_bootstrap_auc",
     "report",
+    "synthetic",
     "threshold",
     "write_classification_report",
     "write_comparison",

@@ -13,6 +13,8 @@ import pytest
 import torch
 from monai.bundle import ckpt_export, run, verify_net_in_out
 
+from tests._tensorboard import tensorboard_tags
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0}
 
@@ -43,15 +45,7 @@ def test_2d_train_writes_checkpoints_tensorboard_and_plan(trained_2d):
     runs = trained_2d / "runs"
     assert (runs / "checkpoints" / "model.pt").is_file()
     assert (runs / "checkpoints" / "checkpoint_epoch=2.pt").is_file()
-    events = list((runs / "tensorboard").glob("events.out.tfevents.*"))
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = {"images": set(), "scalars": set()}
-    for ev in events:
-        acc = EventAccumulator(str(ev))
-        acc.Reload()
-        for kind in tags:
-            tags[kind] |= set(acc.Tags()[kind])
+    tags = tensorboard_tags(runs / "tensorboard")
     assert "train_input_images" in tags["images"]
     assert {"train_loss", "val_auc"} <= tags["scalars"] and any(t.startswith("lr/") for t in tags["scalars"])
     plan = json.loads((runs / "fingerprint.json").read_text())["plan"]

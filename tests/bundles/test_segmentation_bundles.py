@@ -1,0 +1,185 @@
+"""The segmentation bundles end to end on tiny phantoms (and MSD Hippocampus), through MONAI's bundle entry points."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from monai.bundle import ckpt_export, run, verify_net_in_out
+
+from tests._tensorboard import tensorboard_tags
+from tests.conftest import require
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_3D = {
+    "n_subjects": 12,
+    "images_per_subject": [1, 2],
+    "test_fraction": 0.25,
+    "seed": 0,
+    "fov_mm": 32.0,
+    "inplane_spacing_mm": [1.0, 2.0],
+    "slice_spacing_mm": [2.0, 4.0],
+    "oblique_max_deg": 10.0,
+}
+TINY_2D = {"n_subjects": 12, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0, "fov_mm": 40.0}
+FAST = {"base_filters": 4, "num_samples": 1, "val_interval": 1, "val_fraction": 0.34}
+
+
+def _cfg(name):
+    return REPO / "bundles" / name / "configs"
+
+
+def _run(name, root, *extra, phantom=TINY_3D, **overrides):
+    cfg = _cfg(name)
+    run(
+        config_file=[str(cfg / "train.yaml")] + [str(cfg / f"{e}.yaml") for e in extra],
+        meta_file=str(cfg / "metadata.json"),
+        bundle_root=str(root),
+        phantom=phantom,
+        **{**FAST, **overrides},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_3d(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg3d")
+    _run("segmentation_3d", root, max_epochs=2)
+    return root
+
+
+def test_3d_train_writes_checkpoints_tensorboard_overlays_and_plan(trained_3d):
+    runs = trained_3d / "runs"
+    assert (runs / "checkpoints" / "model.pt").is_file()
+    state = torch.load(runs / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert {"network", "optimizer", "lr_scheduler", "trainer"} <= set(state)
+    tags = tensorboard_tags(runs / "tensorboard")
+    assert "val_image_label_pred" in tags["images"]
+    assert {"train_loss", "val_mean_dice"} <= tags["scalars"]
+    plan = json.loads((runs / "fingerprint.json").read_text())["plan"]
+    assert plan["spatial_dims"] == 3 and plan["orientation"] == "RAS" and len(plan["spatial_size"]) == 3
+
+
+def test_3d_evaluate_reports_per_class_metrics_that_match_the_saved_masks(trained_3d):
+    _run("segmentation_3d", trained_3d, "evaluate", save_predictions=True)
+    ev = trained_3d / "runs" / "eval"
+    report = json.loads((ev / "report.json").read_text())
+    test = json.loads((trained_3d / "data" / "phantoms_3d" / "datalist.json").read_text())["test"]
+    assert report["classes"] == ["background", "lesion"] and report["n_cases"] == len(test)
+    assert {"mean", "std", "n"} <= set(report["summary"]["dice"]["lesion"])
+    rows = list(csv.DictReader(open(ev / "per_case.csv")))
+    assert len(rows) == len(test) and "hd95_lesion" in rows[0]
+    # Dice recomputed by hand from the written prediction and the reference mask of the first test case
+    entry = test[0]
+    case = report["cases"][0]
+    pred = np.asarray(nib.load(ev / "predictions" / f"{case['case_id']}_seg.nii.gz").dataobj) > 0
+    ref = np.asarray(nib.load(trained_3d / "data" / "phantoms_3d" / entry["mask"]).dataobj) > 0
+    dice = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
+    assert case["dice"]["lesion"] == pytest.approx(dice, rel=1e-6, abs=1e-9)
+
+
+def test_3d_inference_gives_nifti_in_input_geometry_and_dicom_seg(trained_3d):
+    data = trained_3d / "data" / "phantoms_3d"
+    out = trained_3d / "runs" / "inference"
+    _run("segmentation_3d", trained_3d, "inference", input=str(data / "datalist_dicom.json"), input_key="test")
+    pred = json.loads((out / "predictions.json").read_text())
+    entries = json.loads((data / "datalist_dicom.json").read_text())["test"]
+    assert pred["n_cases"] == len(entries) and pred["model"]["bundle"] == "segmentation_3d"
+    for rec, entry in zip(pred["predictions"], entries):
+        truth = nib.load(data / entry["mask"])  # the mask written with the DICOM geometry
+        nii = nib.load(rec["nifti"])
+        assert nii.shape == truth.shape
+        np.testing.assert_allclose(nii.affine, truth.affine, atol=1e-4)
+        source = pydicom.dcmread(next((data / entry["image"]).glob("*.dcm")), stop_before_pixels=True)
+        seg = hd.seg.segread(rec["dicom_seg"])
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+        assert seg.StudyInstanceUID == source.StudyInstanceUID
+    # NIfTI input: the output has the input's affine bit for bit
+    _run("segmentation_3d", trained_3d, "inference", input=str(data / "datalist_nifti.json"), input_key="test")
+    rec = json.loads((out / "predictions.json").read_text())["predictions"][0]
+    src = nib.load(rec["image"])
+    nii = nib.load(rec["nifti"])
+    assert nii.shape == src.shape and np.array_equal(nii.affine, src.affine)
+
+
+def test_3d_verify_net_and_torchscript_export(trained_3d, tmp_path):
+    cfg = _cfg("segmentation_3d")
+    plan = json.loads((trained_3d / "runs" / "fingerprint.json").read_text())["plan"]
+    common = {
+        "meta_file": str(cfg / "metadata.json"),
+        "config_file": str(cfg / "train.yaml"),
+        "num_classes": 2,
+        "network_spacing": plan["target_spacing"],
+        "base_filters": 4,
+    }
+    verify_net_in_out(net_id="network_def", device="cpu", roi_size=[32, 32, 32], **common)
+    ckpt = trained_3d / "runs" / "checkpoints" / "model.pt"
+    ts = tmp_path / "model.ts"
+    ckpt_export("network_def", filepath=str(ts), ckpt_file=str(ckpt), roi_size=plan["spatial_size"], **common)
+    from medmonai.networks.segmentation import build_segmentation_network
+
+    net = build_segmentation_network("dynunet", 3, 1, 2, plan["spatial_size"], plan["target_spacing"], base_filters=4)
+    net.load_state_dict(torch.load(ckpt, weights_only=True))
+    x = torch.rand(1, 1, *plan["spatial_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(ts))(x), net.eval()(x))
+
+
+def test_3d_crossval_fold(trained_3d, tmp_path):
+    import shutil
+
+    root = tmp_path / "cv"
+    shutil.copytree(trained_3d / "data", root / "data")
+    _run("segmentation_3d", root, "crossval", fold=1, n_folds=2, max_epochs=1)
+    splits = json.loads((root / "runs" / "cv" / "splits.json").read_text())
+    assert len(splits["folds"]) == 2
+    report = json.loads((root / "runs" / "cv" / "fold1" / "eval_validation" / "report.json").read_text())
+    assert report["fold"] == 1 and report["n_cases"] == len(splits["folds"][1]["val"])
+
+
+def test_2d_bundle_cli_train_then_evaluate_and_inference(tmp_path):
+    """`python -m monai.bundle run` in a separate process, then evaluation and inference on the PNG test split."""
+    cfg = _cfg("segmentation_2d")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(cfg / "train.yaml")]
+    cmd += ["--bundle_root", str(tmp_path), "--max_epochs", "1", "--phantom", json.dumps(TINY_2D)]
+    for k, v in FAST.items():
+        cmd += [f"--{k}", str(v)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert (tmp_path / "runs" / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+    _run("segmentation_2d", tmp_path, "evaluate", phantom=TINY_2D)
+    report = json.loads((tmp_path / "runs" / "eval" / "report.json").read_text())
+    assert report["n_cases"] > 0 and "lesion" in report["summary"]["dice"]
+    datalist = tmp_path / "data" / "phantoms_2d" / "datalist.json"
+    _run("segmentation_2d", tmp_path, "inference", phantom=TINY_2D, input=str(datalist), input_key="test")
+    pred = json.loads((tmp_path / "runs" / "inference" / "predictions.json").read_text())
+    from PIL import Image
+
+    for rec in pred["predictions"]:
+        w, h = Image.open(rec["image"]).size
+        assert tuple(rec["shape"]) == (w, h)  # MONAI's [i, j] = [column, row] order of the input's pixel grid
+        assert nib.load(rec["nifti"]).shape == (w, h)
+
+
+def test_3d_bundle_on_msd_hippocampus(shared_data, tmp_path):
+    """The benchmark's smoke mode: MSD cases through the 3D bundle (train, then evaluate in original geometry)."""
+    require(shared_data / "msd_hippocampus" / "dataset.json")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import hippocampus
+
+    out = tmp_path / "result.json"
+    args = ["--quick", "--n-train", "6", "--n-test", "2", "--base-filters", "4", "--work", str(tmp_path / "work")]
+    args += ["--splits", str(tmp_path / "splits.json"), "--out", str(out)]
+    result = hippocampus.main(args)
+    split = json.loads((tmp_path / "splits.json").read_text())
+    assert len(split["test"]) == 52 and len(split["training"]) == 208  # 80/20 of 260 subjects
+    assert set(result["dice"]) == {"Anterior", "Posterior", "mean"}
+    assert result["n_cases"] == {"training": 6, "test": 2} and result["training_minutes"] > 0
+    assert json.loads(out.read_text())["plan"]["orientation"] == "RAS"

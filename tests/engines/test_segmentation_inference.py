@@ -1,0 +1,151 @@
+"""Predicted masks come back in the input's geometry: NIfTI (same affine/shape) and DICOM SEG (right references)."""
+
+from __future__ import annotations
+
+import json
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from medmonai.data.phantoms import PhantomConfig, generate_cases, write_case_dicom
+from medmonai.engines.segmentation_inference import (
+    evaluate_segmentation,
+    predict_segmentation_to_files,
+    write_dicom_seg,
+)
+from medmonai.transforms.segmentation import build_segmentation_preprocessing
+
+PLAN = {"spatial_dims": 3, "target_spacing": [1.0, 1.0, 1.0], "orientation": "RAS", "normalization": "zscore"}
+
+
+class Threshold(torch.nn.Module):
+    """A 'network' whose class 1 is the bright voxels (z-scored intensity > 0.5): a known, exact segmenter."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-(x - 0.5) * 20, (x - 0.5) * 20], dim=1)
+
+
+def _oblique_ball(tmp_path):
+    """An oblique, anisotropic NIfTI (zero border, so the foreground crop is exercised) with a bright ball."""
+    shape = (30, 26, 12)
+    q, _ = np.linalg.qr(np.array([[0.9, -0.3, 0.1], [0.3, 0.95, 0.0], [-0.1, 0.05, 0.99]]))
+    q = q * np.sign(np.diag(q))
+    affine = np.eye(4)
+    affine[:3, :3] = q @ np.diag([0.9, 1.1, 3.0])
+    affine[:3, 3] = [-10.0, 5.0, 20.0]
+    world = np.indices(shape).reshape(3, -1).T @ affine[:3, :3].T + affine[:3, 3]
+    centre = affine[:3, :3] @ np.array([15, 13, 6]) + affine[:3, 3]
+    ball = (np.linalg.norm(world - centre, axis=1) < 7).reshape(shape)
+    rng = np.random.default_rng(0)
+    img = (ball * 100 + rng.normal(0, 5, shape) + 50).astype(np.float32)
+    img[:4] = 0  # air: cropped away before resampling
+    nib.save(nib.Nifti1Image(img, affine), tmp_path / "oblique.nii.gz")
+    nib.save(nib.Nifti1Image(ball.astype(np.uint8), affine), tmp_path / "oblique_ref.nii.gz")
+    return tmp_path / "oblique.nii.gz", tmp_path / "oblique_ref.nii.gz", ball
+
+
+def test_nifti_prediction_has_exactly_the_input_affine_and_shape(tmp_path):
+    image, _, ball = _oblique_ball(tmp_path)
+    pre = build_segmentation_preprocessing(PLAN)
+    res = predict_segmentation_to_files(Threshold(), pre, image, tmp_path / "out", ["bg", "ball"], [16, 16, 16])
+    assert res["n_cases"] == 1
+    out = tmp_path / "out" / "oblique_seg.nii.gz"
+    src, seg = nib.load(image), nib.load(out)
+    assert seg.shape == src.shape
+    assert np.array_equal(seg.affine, src.affine)  # bit for bit, through the header
+    assert seg.header["sform_code"] == src.header["sform_code"] and seg.get_data_dtype() == np.uint8
+    mask = np.asarray(seg.dataobj)
+    assert 2 * (mask & ball).sum() / (mask.sum() + ball.sum()) > 0.85  # 3 mm slices resampled to 1 mm and back
+    assert not mask[:4].any()  # the cropped air comes back as background
+
+
+def test_evaluation_metrics_match_the_written_prediction(tmp_path):
+    image, ref, ball = _oblique_ball(tmp_path)
+    pre = build_segmentation_preprocessing(PLAN)
+    entries = [{"image": str(image), "mask": str(ref), "case_id": "ball"}]
+    report = evaluate_segmentation(
+        Threshold(), pre, entries, tmp_path / "eval", ["bg", "ball"], [16, 16, 16], save_predictions=True
+    )
+    mask = np.asarray(nib.load(tmp_path / "eval" / "predictions" / "ball_seg.nii.gz").dataobj).astype(bool)
+    dice = 2 * (mask & ball).sum() / (mask.sum() + ball.sum())
+    assert report["cases"][0]["dice"]["ball"] == pytest.approx(dice, rel=1e-6)
+    assert report["summary"]["dice"]["ball"]["mean"] == pytest.approx(dice, rel=1e-6)
+    assert report["summary"]["dice"]["ball"]["std"] == 0.0
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["n_cases"] == 1
+    # a reference mask on another grid is refused, naming the file
+    off = tmp_path / "off_grid.nii.gz"
+    nib.save(nib.Nifti1Image(ball[:, :, :-1].astype(np.uint8), np.eye(4)), off)
+    with pytest.raises(ValueError, match="off_grid"):
+        evaluate_segmentation(Threshold(), pre, [{"image": str(image), "mask": str(off)}], tmp_path / "e2", ["bg", "b"],
+                              [16, 16, 16])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dicom_case(tmp_path_factory):
+    """A coronal, 15°-oblique phantom written as a DICOM series (one file per slice)."""
+    config = PhantomConfig.small(3, n_subjects=2, orientations=("coronal",), oblique_max_deg=15.0, seed=1)
+    case = next(iter(generate_cases(config)))
+    root = tmp_path_factory.mktemp("dicom")
+    series_dir, _ = write_case_dicom(case, root)
+    return case, series_dir
+
+
+def _frames_by_source(seg_path):
+    ds = pydicom.dcmread(seg_path)
+    frames = ds.pixel_array if ds.pixel_array.ndim == 3 else ds.pixel_array[None]
+    out = {}
+    for f, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        sop = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        ident = group if "SegmentIdentificationSequence" in group else ds.SharedFunctionalGroupsSequence[0]
+        segment = int(ident.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        ipp = [float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient]
+        out[(sop, segment)] = (frames[f], ipp)
+    return ds, out
+
+
+def test_dicom_seg_frames_reference_the_right_instances_at_the_right_positions(dicom_case, tmp_path):
+    case, series_dir = dicom_case
+    path = write_dicom_seg(tmp_path / "truth.dcm", case.mask, series_dir, ["background", "lesion"], case.affine)
+    seg = hd.seg.segread(path)
+    assert seg.SeriesInstanceUID != case.series_uid and seg.StudyInstanceUID == case.study_uid
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == case.series_uid
+    assert seg.FrameOfReferenceUID == case.frame_of_reference_uid
+    _, frames = _frames_by_source(path)
+    k_of = {uid: k for k, uid in enumerate(case.sop_instance_uids)}
+    non_empty = {k for k in range(case.shape[2]) if case.mask[:, :, k].any()}
+    assert {k_of[sop] for sop, _ in frames} == non_empty  # empty frames omitted
+    for (sop, segment), (pixels, ipp) in frames.items():
+        k = k_of[sop]
+        assert segment == 1
+        np.testing.assert_allclose(ipp, case.image_position_patient(k), atol=1e-3)
+        np.testing.assert_array_equal(pixels, case.mask[:, :, k].T)  # rows = j, columns = i
+    with pytest.raises(ValueError, match="does not fit"):
+        write_dicom_seg(tmp_path / "bad.dcm", case.mask[:-1], series_dir, ["background", "lesion"])
+
+
+def test_dicom_series_prediction_writes_nifti_and_a_matching_seg(dicom_case, tmp_path):
+    case, series_dir = dicom_case
+    pre = build_segmentation_preprocessing({**PLAN, "target_spacing": [1.5, 1.5, 1.5]})
+    res = predict_segmentation_to_files(
+        Threshold(), pre, series_dir.parent, tmp_path / "out", ["background", "lesion"], [16, 16, 16]
+    )
+    (rec,) = res["predictions"]
+    assert rec["case_id"] == case.series_uid and rec["SeriesInstanceUID"] == case.series_uid
+    nii = nib.load(rec["nifti"])
+    assert nii.shape == case.shape
+    np.testing.assert_allclose(nii.affine, case.affine, atol=1e-4)
+    mask = np.asarray(nii.dataobj)
+    assert mask.any()
+    seg = hd.seg.segread(rec["dicom_seg"])
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == case.series_uid
+    _, frames = _frames_by_source(rec["dicom_seg"])
+    k_of = {uid: k for k, uid in enumerate(case.sop_instance_uids)}
+    assert {k_of[sop] for sop, _ in frames} == {k for k in range(case.shape[2]) if mask[:, :, k].any()}
+    for (sop, _), (pixels, ipp) in frames.items():
+        k = k_of[sop]
+        np.testing.assert_allclose(ipp, case.image_position_patient(k), atol=1e-3)
+        np.testing.assert_array_equal(pixels, mask[:, :, k].T)
