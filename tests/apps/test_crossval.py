@@ -19,6 +19,7 @@ from medmonai.data.defaults import resolve_datalist
 from medmonai.data.splits import case_id
 from medmonai.engines.crossval import fold_dir
 from medmonai.utils import read_json
+from tests.conftest import require
 
 BUNDLE = bundles_dir() / "classification_2d"
 FAST = {"max_epochs": 1, "spatial_size": [32, 32], "batch_size": 16}
@@ -152,3 +153,30 @@ def test_other_schemes_through_the_cli(phantoms, tmp_path, scheme):
         assert not _subjects(phantoms, f["train"]) & _subjects(phantoms, f["val"])
     if scheme != "holdout":  # every pooled case is out-of-fold (once per repeat)
         assert report["oof"]["n"] == len(splits["case_ids"])
+
+
+def test_every_scheme_runs_on_breastmnist_through_the_cli(shared_data, tmp_path):
+    """All schemes on real data (a stratified 40-image BreastMNIST subsample, deep-features path to stay fast)."""
+    from medmonai.data.builders import datalist_from_medmnist
+    from medmonai.data.datalist import write_datalist
+
+    npz = require(shared_data / "medmnist" / "breastmnist.npz")
+    full = datalist_from_medmnist(npz, tmp_path / "images", progress=False)
+    keep = {"training": 32, "test": 8}
+    small = {"classes": full["classes"]}
+    for split, n in keep.items():
+        entries = full[split]
+        per_class = [[e for e in entries if e["label"] == c][: n // 2] for c in range(2)]
+        small[split] = per_class[0] + per_class[1]
+    datalist = tmp_path / "images" / "small.json"
+    write_datalist(datalist, small)
+    expected = {"kfold": 4, "repeated_kfold": 8, "groupkfold": 4, "holdout": 1, "loo": 32, "loso": 32}
+    for scheme, n_folds in expected.items():
+        root = tmp_path / scheme
+        rc = main(["-q", "cv", str(BUNDLE), "--bundle-root", str(root), "--scheme", scheme, "--folds", "4",
+                   "--repeats", "2", "--classifier", "logreg_l2", "--datalist", str(datalist), "--n-boot", "20",
+                   "--set", "spatial_size=[28, 28]", "--set", "normalization=scale255"])  # fmt: skip
+        assert rc == 0, scheme
+        report = read_json(root / "runs" / "cv" / "cv_report.json")
+        assert report["n_folds"] == n_folds, scheme
+        assert report["ensemble"]["n"] == 8
