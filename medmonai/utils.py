@@ -9,21 +9,36 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "read_json", "shared_data_dir", "PathLike"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_torch_save",
+    "remove_stale_temp_files",
+    "read_json",
+    "shared_data_dir",
+    "PathLike",
+]
 
 PathLike = str | os.PathLike
 
 
-def atomic_write(path: PathLike, writer: Callable[[str], None], suffix: str | None = None) -> Path:
+def atomic_write(
+    path: PathLike, writer: Callable[[str], None], suffix: str | None = None, durable: bool = False
+) -> Path:
     """Write a file atomically: ``writer`` writes a temporary file in the same folder, which is then renamed.
 
-    A crash or kill while writing never leaves a half-written ``path`` behind.
+    A crash or kill while writing never leaves a half-written ``path`` behind: ``path`` is either the old file (or
+    absent) or the complete new one. A killed writer may leave its temporary file (``.<stem>.<random>.tmp<suffix>``,
+    hidden) behind; :func:`remove_stale_temp_files` cleans them.
 
     Args:
         path: destination file.
         writer: callable that receives the temporary file name and writes the content there.
         suffix: suffix of the temporary file (some writers pick the format from it, e.g. ``.nii.gz``);
             defaults to the destination's full suffix.
+        durable: also ``fsync`` the file before the rename and the folder after it, so that the new content survives
+            a power loss or an operating-system crash, not only a killed process (checkpoints use this).
 
     Returns:
         The destination path.
@@ -39,12 +54,56 @@ def atomic_write(path: PathLike, writer: Callable[[str], None], suffix: str | No
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if durable:
+        _fsync(path.parent)
     return path
+
+
+def _fsync(path: PathLike) -> None:
+    """Flush a file's (or a folder's) data to disk; folders cannot be opened on some platforms (then skipped)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: PathLike, durable: bool = True) -> Path:
+    """``torch.save`` through :func:`atomic_write` (temporary file + rename; ``fsync`` when ``durable``)."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), durable=durable)
+
+
+def remove_stale_temp_files(folder: PathLike, pattern: str = ".*.tmp*") -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``folder``; return them.
+
+    Only call this where no other process is writing into ``folder`` at the same time.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(pattern):
+        if p.is_file() and ".tmp" in p.name:
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

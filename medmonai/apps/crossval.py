@@ -17,13 +17,18 @@ the bundle's network (e.g. the ImageNet EfficientNet-Lite0 with ``--set pretrain
 extract features of the pool and of the test split **once** (cached), and each fold fits a scikit-learn classifier
 (regularisation tuned by an inner, subject-grouped CV on the fold's training part). This makes leave-one-out
 practical on CPU.
+
+With ``synthetic_mode`` (``balance`` or ``fraction``, network path) each fold first trains the class-conditional GAN
+bundle (``bundles/gan_augmentation``) on **that fold's training part only** (``<fold>/gan/datalist.json``), generates
+the synthetic images the fold needs, and passes them to the fold's training as ``synthetic_datalist``; the
+classification bundle refuses them if the GAN saw a case of the fold's validation part or of the test split.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from medmonai.utils import PathLike, atomic_write_json, read_json
 
-__all__ = ["CLASSIFIERS", "bundle_configs", "parse_bundle", "run_crossval"]
+__all__ = ["CLASSIFIERS", "bundle_configs", "gan_bundle_configs", "fold_gan", "parse_bundle", "run_crossval"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,13 @@ def _progress(msg: str) -> None:
     print(f"[cv] {msg}", flush=True)
 
 
-def _train_folds(files: dict[str, Path], common: dict[str, Any], cv_dir: Path, n_folds: int) -> None:
+def _train_folds(
+    files: dict[str, Path],
+    common: dict[str, Any],
+    cv_dir: Path,
+    n_folds: int,
+    per_fold: Callable[[int], dict[str, Any]] | None = None,
+) -> None:
     from monai.bundle import run
 
     from medmonai.engines.crossval import fold_done
@@ -87,18 +98,115 @@ def _train_folds(files: dict[str, Path], common: dict[str, Any], cv_dir: Path, n
     for i, k in enumerate(todo):
         eta = ""
         if i:
-            per_fold = (time.perf_counter() - t_start) / i
-            eta = f", about {per_fold * (len(todo) - i) / 60:.1f} min left"
+            fold_s = (time.perf_counter() - t_start) / i
+            eta = f", about {fold_s * (len(todo) - i) / 60:.1f} min left"
+        fold_extra = per_fold(k) if per_fold is not None else {}
         _progress(f"fold {k + 1}/{n_folds}: training ({i} of {len(todo)} to do finished{eta})")
-        run(config_file=[str(files["train"]), str(files["crossval"])], fold=k, **common, **extra)
+        run(config_file=[str(files["train"]), str(files["crossval"])], fold=k, **common, **extra, **fold_extra)
         if not fold_done(cv_dir, k):
             raise RuntimeError(f"fold {k} finished without writing its predictions in {cv_dir / f'fold{k}'}")
 
 
+def gan_bundle_configs(gan_bundle: PathLike) -> dict[str, Path]:
+    """The config files of the GAN augmentation bundle (train, generate, metadata, logging)."""
+    cfg = Path(gan_bundle) / "configs"
+    files = {
+        "train": cfg / "train.yaml",
+        "generate": cfg / "generate.yaml",
+        "meta": cfg / "metadata.json",
+        "logging": cfg / "logging.conf",
+    }
+    for name in ("train", "generate"):
+        if not files[name].is_file():
+            raise FileNotFoundError(f"{files[name]}: not found; is {gan_bundle} the gan_augmentation bundle?")
+    return files
+
+
+def fold_gan(
+    bundle: PathLike,
+    gan_bundle: PathLike,
+    common: Mapping[str, Any],
+    cv_dir: Path,
+    fold: int,
+    mode: str,
+    ratio: float,
+    gan_overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the GAN bundle on one fold's training part and generate what the fold needs.
+
+    Returns the fold's classification overrides: ``synthetic_datalist`` (``<fold>/gan/runs/synthetic/datalist.json``)
+    with ``synthetic_mode``/``synthetic_ratio``, or ``synthetic_mode: none`` when the fold needs no synthetic sample.
+    A finished fold GAN (its datalist present) is reused; an interrupted one resumes from its last checkpoint.
+    """
+    from monai.bundle import run
+
+    from medmonai.data.datalist import write_datalist
+    from medmonai.data.synthetic import synthetic_counts
+    from medmonai.engines.crossval import fold_dir
+
+    parser = parse_bundle(bundle, {**common, "fold": fold})
+    classes = [str(c) for c in parser.get_parsed_content("classes")]
+    split = parser.get_parsed_content("split")
+    real = [0] * len(classes)
+    for e in split["training"]:
+        real[int(e["label"])] += 1
+    want = synthetic_counts(real, mode, ratio)
+    if sum(want) == 0:
+        _progress(f"fold {fold + 1}: classes already at the requested ratio, no synthetic samples needed")
+        return {"synthetic_mode": "none"}
+    root = fold_dir(cv_dir, fold) / "gan"
+    synthetic = root / "runs" / "synthetic" / "datalist.json"
+    if not synthetic.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        fold_list = write_datalist(
+            root / "datalist.json",
+            {
+                "name": f"fold{fold}",
+                "classes": classes,
+                "training": split["training"],
+                "validation": split["validation"],
+            },
+        )
+        files = gan_bundle_configs(gan_bundle)
+        overrides: dict[str, Any] = {"bundle_root": str(root), "datalist": str(fold_list), "n_per_class": want}
+        if "seed" in common:
+            overrides["seed"] = common["seed"]
+        plan = parser.get_parsed_content("plan")
+        size = plan.get("spatial_size") if isinstance(plan, Mapping) else None
+        if size and all(int(v) % 4 == 0 for v in size):
+            overrides["spatial_size"] = [int(v) for v in size]  # the classifier's input size
+            overrides["spatial_dims"] = len(size)
+        if files["meta"].is_file():
+            overrides["meta_file"] = str(files["meta"])
+        if files["logging"].is_file():
+            overrides["logging_file"] = str(files["logging"])
+        overrides.update(gan_overrides or {})
+        _progress(f"fold {fold + 1}: training the GAN on the fold's {len(split['training'])} training images, "
+                  f"then {dict(zip(classes, want))} synthetic samples")  # fmt: skip
+        run(config_file=[str(files["train"])], **overrides)
+        run(config_file=[str(files["train"]), str(files["generate"])], **overrides)
+        if not synthetic.is_file():
+            raise RuntimeError(f"fold {fold}: the GAN bundle finished without writing {synthetic}")
+    return {"synthetic_datalist": str(synthetic), "synthetic_mode": mode, "synthetic_ratio": ratio}
+
+
 def _feature_folds(
-    bundle: PathLike, common: dict[str, Any], cv_dir: Path, splits: dict[str, Any], classifier: str, seed: int
+    bundle: PathLike,
+    common: dict[str, Any],
+    cv_dir: Path,
+    splits: dict[str, Any],
+    classifier: str,
+    seed: int,
+    feature_gan: str = "none",
+    feature_gan_ratio: float = 1.0,
+    feature_gan_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Deep-features path: extract pool and test features once, then one classical fit per fold."""
+    """Deep-features path: extract pool and test features once, then one classical fit per fold.
+
+    With ``feature_gan`` (``balance``/``fraction``), each fold's classifier is fitted on real + synthetic features
+    from a feature GAN trained on that fold's training features only
+    (:func:`medmonai.engines.feature_gan.fit_classical_with_feature_gan`).
+    """
     import torch
 
     from medmonai.data.datalist import load_datalist, load_datalist_file
@@ -141,7 +249,18 @@ def _feature_folds(
         va = np.asarray([index[c] for c in fold["val"]])
         n_groups = len(set(groups[tr].tolist()))
         inner = min(5, n_groups, *np.bincount(y_pool[tr]).tolist())
-        clf = fit_classical(x_pool[tr], y_pool[tr], groups=groups[tr], model=classifier, cv=max(2, inner), seed=seed)
+        if feature_gan == "none":
+            clf = fit_classical(
+                x_pool[tr], y_pool[tr], groups=groups[tr], model=classifier, cv=max(2, inner), seed=seed
+            )  # fmt: skip
+        else:
+            from medmonai.engines.feature_gan import FeatureGAN, fit_classical_with_feature_gan
+
+            clf = fit_classical_with_feature_gan(
+                x_pool[tr], y_pool[tr], groups=groups[tr], model=classifier, mode=feature_gan,
+                ratio=feature_gan_ratio, cv=max(2, inner), seed=seed + k,
+                gan=FeatureGAN(seed=seed + k, **dict(feature_gan_options or {})),
+            )  # fmt: skip
         out = fold_dir(cv_dir, k)
         out.mkdir(parents=True, exist_ok=True)
         pt = clf.predict_proba(x_test) if len(test) else None
@@ -183,6 +302,13 @@ def run_crossval(
     tta_flip_axes: Sequence[int] = (),
     export: bool = True,
     n_boot: int = 1000,
+    synthetic_mode: str = "none",
+    synthetic_ratio: float = 1.0,
+    gan_bundle: PathLike | None = None,
+    gan_overrides: Mapping[str, Any] | None = None,
+    feature_gan: str = "none",
+    feature_gan_ratio: float = 1.0,
+    feature_gan_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a cross-validation of a classification bundle and write its reports.
 
@@ -198,15 +324,37 @@ def run_crossval(
         tta_flip_axes: test-time mirroring axes for the fold predictions and the exported ensemble.
         export: write the TorchScript ensemble (network path only).
         n_boot: bootstrap resamples of the reports.
+        synthetic_mode: ``none``, or ``balance``/``fraction`` to add GAN images trained per fold (see the module
+            docstring and :func:`medmonai.data.synthetic.add_synthetic`); network path only.
+        synthetic_ratio: the ratio of ``synthetic_mode``.
+        gan_bundle: the GAN augmentation bundle folder (default: ``gan_augmentation`` beside ``bundle``).
+        gan_overrides: overrides of the GAN bundle (``max_epochs``, ``epoch_length``, ``g_channels``...).
+        feature_gan: deep-features path only: ``balance``/``fraction`` adds synthetic *feature vectors* from a
+            feature-level GAN trained per fold on that fold's training features
+            (:mod:`medmonai.engines.feature_gan`); ``none`` (default) does not.
+        feature_gan_ratio: the ratio of ``feature_gan``.
+        feature_gan_options: :class:`medmonai.engines.feature_gan.FeatureGAN` settings (``steps``, ``hidden``...).
 
     Returns:
         The ``cv_report.json`` content.
     """
+    from medmonai.data.synthetic import SYNTHETIC_MODES
     from medmonai.engines.crossval import aggregate_crossval
 
     if classifier is not None and classifier not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {classifier!r}; choose from {CLASSIFIERS}")
+    if synthetic_mode not in SYNTHETIC_MODES:
+        raise ValueError(f"unknown synthetic_mode {synthetic_mode!r}; choose from {SYNTHETIC_MODES}")
+    if synthetic_mode != "none" and classifier is not None:
+        raise ValueError("synthetic images (synthetic_mode) apply to the network path, not to --classifier")
+    if feature_gan not in SYNTHETIC_MODES:
+        raise ValueError(f"unknown feature_gan {feature_gan!r}; choose from {SYNTHETIC_MODES}")
+    if feature_gan != "none" and classifier is None:
+        raise ValueError("the feature GAN (feature_gan) applies to the deep-features path: give a classifier")
     files = bundle_configs(bundle)
+    gan_root = Path(gan_bundle) if gan_bundle is not None else Path(bundle).parent / "gan_augmentation"
+    if synthetic_mode != "none":
+        gan_bundle_configs(gan_root)
     common: dict[str, Any] = {
         "bundle_root": str(bundle_root),
         "scheme": scheme,
@@ -220,6 +368,14 @@ def run_crossval(
     settings_file = cv_dir / "cv_settings.json"
     settings = {k: v for k, v in common.items() if k != "bundle_root"}
     settings["classifier"] = classifier
+    if synthetic_mode != "none":
+        settings["synthetic"] = {"mode": synthetic_mode, "ratio": synthetic_ratio, "gan": dict(gan_overrides or {})}
+    if feature_gan != "none":
+        settings["feature_gan"] = {
+            "mode": feature_gan,
+            "ratio": feature_gan_ratio,
+            "options": dict(feature_gan_options or {}),
+        }
     if settings_file.is_file() and read_json(settings_file) != settings:
         raise ValueError(
             f"{settings_file}: this cross-validation folder was made with other settings "
@@ -232,9 +388,17 @@ def run_crossval(
     _progress(f"{scheme}: {n} folds over {len(splits['case_ids'])} pooled cases; results in {cv_dir}")
     seed = int(parser.get_parsed_content("seed"))
     if classifier is None:
-        _train_folds(files, common, cv_dir, n)
+        per_fold = None
+        if synthetic_mode != "none":
+
+            def per_fold(k: int) -> dict[str, Any]:
+                return fold_gan(bundle, gan_root, common, cv_dir, k, synthetic_mode, synthetic_ratio, gan_overrides)
+
+        _train_folds(files, common, cv_dir, n, per_fold)
     else:
-        _feature_folds(bundle, common, cv_dir, splits, classifier, seed)
+        _feature_folds(
+            bundle, common, cv_dir, splits, classifier, seed, feature_gan, feature_gan_ratio, feature_gan_options
+        )
     classes = parser.get_parsed_content("classes")
     extra = {"bundle": str(bundle), "classifier": classifier, "settings": settings}
     if classifier is None:

@@ -134,13 +134,21 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- check
 def _cmd_check(args: argparse.Namespace) -> int:
-    from medmonai.data.datalist import check_entries, class_names, format_problems, load_datalist, load_datalist_file
+    from medmonai.data.datalist import SPLIT_KEYS
+    from medmonai.data.preflight import PreflightError, preflight_datalist
 
-    raw = load_datalist_file(args.datalist)
-    entries = load_datalist(args.datalist, key=args.key)
-    problems = check_entries(entries, classes=class_names(raw), source=str(args.datalist))
-    print(format_problems(problems))
-    return 1 if problems else 0
+    keys = SPLIT_KEYS if args.key == "all" else (args.key,)
+    try:
+        preflight_datalist(
+            args.datalist, None, spatial_dims=args.dims, keys=keys, decode=not args.no_decode, report=args.report
+        )
+    except PreflightError as e:
+        print(e)
+        return 1
+    print(f"{args.datalist}: no problems found{'' if args.no_decode else ' (every image opened and decoded)'}")
+    if args.report:
+        print(f"report: {args.report}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------- demo
@@ -166,12 +174,8 @@ def _parse_value(text: str) -> object:
 def _cmd_cv(args: argparse.Namespace) -> int:
     from medmonai.apps.crossval import run_crossval
 
-    overrides: dict[str, object] = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = _parse_value(value)
+    overrides = _key_values(args.set, "--set")
+    gan_overrides = _key_values(args.gan_set, "--gan-set")
     if args.datalist:
         overrides["datalist"] = str(Path(args.datalist).resolve())
     if args.seed is not None:
@@ -179,9 +183,21 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     run_crossval(
         args.bundle, bundle_root=args.bundle_root, scheme=args.scheme, n_folds=args.folds, n_repeats=args.repeats,
         overrides=overrides, classifier=args.classifier, tta_flip_axes=_int_list(args.tta_flip_axes),
-        export=not args.no_export, n_boot=args.n_boot,
+        export=not args.no_export, n_boot=args.n_boot, synthetic_mode=args.synthetic_mode,
+        synthetic_ratio=args.synthetic_ratio, gan_bundle=args.gan_bundle, gan_overrides=gan_overrides,
+        feature_gan=args.feature_gan, feature_gan_ratio=args.feature_gan_ratio,
     )  # fmt: skip
     return 0
+
+
+def _key_values(items: list[str] | None, option: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = _parse_value(value)
+    return out
 
 
 def _int_list(value: str | None) -> list[int]:
@@ -280,6 +296,98 @@ def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_copies and mem["n_flagged"] else 0
 
 
+# ------------------------------------------------------------------------------------- infer / watch / pacs
+def _clinical_overrides(items: list[str] | None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def _load_clinical(args: argparse.Namespace):  # noqa: ANN202 - a ClinicalModel
+    from medmonai.apps.clinical import load_clinical_model
+
+    return load_clinical_model(
+        args.bundle, bundle_root=args.bundle_root, model=args.model, overrides=_clinical_overrides(args.set),
+        device=args.device, threshold=args.threshold,
+    )  # fmt: skip
+
+
+def _infer_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "series": args.series,
+        "series_uids": args.series_uid or None,
+        "modalities": _csv_list(args.modality) if args.modality else None,
+        "min_slices": args.min_slices,
+        "nifti": not args.no_nifti,
+    }
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from medmonai.apps.clinical import infer_dicom, result_files
+
+    model = _load_clinical(args)
+    result = infer_dicom(model, args.input, args.out, **_infer_kwargs(args))
+    for r in result["results"]:
+        what = r.get("predicted") or ", ".join(f"{k} {v:.0f} mm3" for k, v in r.get("volume_mm3", {}).items())
+        print(f"{r['SeriesInstanceUID']}: {what}")
+    print(f"wrote {len(result['results'])} result(s), results.json and results.csv to {args.out}")
+    if args.send_to:
+        from medmonai.apps.pacs import PacsClient
+
+        stored = PacsClient.from_node(args.send_to, calling_aet=args.calling_aet).store(result_files(result, args.out))
+        print(f"stored {len(stored)} result object(s) in {args.send_to}")
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from medmonai.apps.clinical import watch_folder, watch_pacs
+
+    model = _load_clinical(args)
+    common = {"state_file": args.state, "interval_s": args.interval, "once": args.once, **_infer_kwargs(args)}
+    common["retry_failed"] = args.retry_failed
+    if args.folder:
+        summary = watch_folder(model, args.folder, args.out, min_age_s=args.min_age, **common)
+    else:
+        from medmonai.apps.pacs import PacsClient
+
+        client = PacsClient.from_node(args.pacs, calling_aet=args.calling_aet)
+        query = {k: str(v) for k, v in _clinical_overrides(args.query).items()}
+        summary = watch_pacs(
+            model, client, args.out, store_results=not args.no_store, stable_polls=args.stable_polls, query=query,
+            **common,
+        )  # fmt: skip
+    print(", ".join(f"{k}: {len(v)}" for k, v in summary.items()))
+    return 0
+
+
+def _cmd_pacs(args: argparse.Namespace) -> int:
+    from medmonai.apps.pacs import PacsClient
+
+    client = PacsClient.from_node(args.node, calling_aet=args.calling_aet)
+    if args.action == "echo":
+        client.echo()
+        print(f"{args.node}: C-ECHO ok")
+    elif args.action == "store":
+        from medmonai.data.dicom import is_dicom_file, list_folder_files
+
+        files = []
+        for item in args.paths:  # files are sent as given; from folders, the DICOM files (suffix or DICM marker)
+            p = Path(item)
+            files += [f for f in list_folder_files(p, recursive=True) if is_dicom_file(f)] if p.is_dir() else [p]
+        print(f"stored {len(client.store(files))} instance(s) in {args.node}")
+    elif args.action == "find":
+        rows = client.find_series(args.study_uid) if args.study_uid else client.find_studies()
+        print(json.dumps(rows, indent=2))
+    else:
+        files = client.get_study(args.study_uid, args.out, series_uids=args.series_uid or None)
+        print(f"retrieved {len(files)} instance(s) into {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``medmonai`` command."""
     from medmonai import __version__
@@ -343,9 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--out", default=None, help="JSON output (default: fingerprint.json beside the datalist)")
     fp.set_defaults(func=_cmd_fingerprint)
 
-    ck = sub.add_parser("check", help="check a datalist: files exist, labels in the class list, every class present")
+    ck = sub.add_parser(
+        "check",
+        help="pre-flight check of a datalist: every image and mask opened and decoded, labels, classes (exit 1 on "
+        "problems)",
+    )
     ck.add_argument("datalist")
-    ck.add_argument("--key", default="training")
+    ck.add_argument("--key", default="all", help="split to check: training/validation/test, or all (default)")
+    ck.add_argument("--dims", type=int, choices=(2, 3), default=None, help="expected spatial dimensions of the images")
+    ck.add_argument("--no-decode", action="store_true", help="only check paths and labels (fast)")
+    ck.add_argument("--report", default=None, help="write the problems as JSON to this file")
     ck.set_defaults(func=_cmd_check)
 
     de = sub.add_parser("demo", help="end-to-end demo on the embedded phantom data")
@@ -376,6 +491,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE",
         help="bundle override (repeatable), e.g. --set max_epochs=20 --set group_key=site",
     )  # fmt: skip
+    cv.add_argument(
+        "--synthetic-mode", default="none", choices=("none", "balance", "fraction"),
+        help="add GAN images to each fold's training part; the GAN is trained per fold on that part only",
+    )  # fmt: skip
+    cv.add_argument(
+        "--synthetic-ratio", type=float, default=1.0,
+        help="balance: fill classes up to RATIO x the largest; fraction: add RATIO x the real count",
+    )  # fmt: skip
+    cv.add_argument("--gan-bundle", default=None, help="GAN bundle folder (default: gan_augmentation beside BUNDLE)")
+    cv.add_argument(
+        "--gan-set", action="append", metavar="KEY=VALUE",
+        help="GAN bundle override (repeatable), e.g. --gan-set max_epochs=50",
+    )  # fmt: skip
+    cv.add_argument(
+        "--feature-gan", default="none", choices=("none", "balance", "fraction"),
+        help="with --classifier: add synthetic feature vectors from a feature GAN trained per fold",
+    )  # fmt: skip
+    cv.add_argument("--feature-gan-ratio", type=float, default=1.0, help="the ratio of --feature-gan")
     cv.set_defaults(func=_cmd_cv)
 
     ap = sub.add_parser("augment-preview", help="PNG grid of an augmentation preset applied to a datalist's images")
@@ -418,6 +551,59 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     co.add_argument("--out", default=None, help="write the full result as JSON to this file")
     co.set_defaults(func=_cmd_compare)
+
+    def clinical_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
+        sp.add_argument("--out", required=True, help="output folder")
+        sp.add_argument("--bundle-root", default=".", help="the bundle_root the bundle was trained with (runs/)")
+        sp.add_argument(
+            "--model", default=None,
+            help="weights: a checkpoint .pt (default runs/checkpoints/model.pt) or TorchScript .ts (e.g. the "
+            "fold ensemble runs/cv/ensemble/model.ts)",
+        )  # fmt: skip
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override used in training")
+        sp.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: the bundle's)")
+        sp.add_argument(
+            "--threshold", type=float, default=None,
+            help="binary decision threshold (default: chosen on validation / out-of-fold data, else 0.5)",
+        )  # fmt: skip
+        sp.add_argument("--series", default="all", choices=("all", "largest"), help="series rule (docs/deploy.md)")
+        sp.add_argument("--series-uid", action="append", default=None, help="process this series (repeatable)")
+        sp.add_argument("--modality", default=None, help="allowed modalities, e.g. CT,MR")
+        sp.add_argument("--min-slices", type=int, default=2, help="3D bundles: fewest slices of a series")
+        sp.add_argument("--no-nifti", action="store_true", help="segmentation: no NIfTI copy of the mask")
+        sp.add_argument("--calling-aet", default="MEDMONAI", help="our AE title towards the PACS")
+
+    inf = sub.add_parser("infer", help="run a trained bundle on a DICOM study folder: DICOM SR / SEG + results.json")
+    clinical_args(inf)
+    inf.add_argument("input", help="DICOM study folder (searched recursively)")
+    inf.add_argument("--send-to", default=None, metavar="AET@HOST:PORT", help="C-STORE the SR/SEG results there")
+    inf.set_defaults(func=_cmd_infer)
+
+    wa = sub.add_parser("watch", help="process each new study of a folder or a PACS once (state file)")
+    clinical_args(wa)
+    src = wa.add_mutually_exclusive_group(required=True)
+    src.add_argument("--folder", default=None, help="inbox folder: one study per sub-folder")
+    src.add_argument("--pacs", default=None, metavar="AET@HOST:PORT", help="PACS to poll (C-FIND, C-GET)")
+    wa.add_argument("--state", default=None, help="state file (default OUT/watch_state.json)")
+    wa.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
+    wa.add_argument("--once", action="store_true", help="one poll, then exit")
+    wa.add_argument("--min-age", type=float, default=30.0, help="folder: quiet seconds before a study counts")
+    wa.add_argument("--stable-polls", type=int, default=1, help="PACS: polls with an unchanged instance count")
+    wa.add_argument("--query", action="append", metavar="KEY=VALUE", help="PACS: C-FIND matching key (repeatable)")
+    wa.add_argument("--no-store", action="store_true", help="PACS: do not store the results back")
+    wa.add_argument("--retry-failed", action="store_true", help="process failed studies again")
+    wa.set_defaults(func=_cmd_watch)
+
+    pa = sub.add_parser("pacs", help="DICOM network: echo, store, find, get (pynetdicom)")
+    pa.add_argument("action", choices=("echo", "store", "find", "get"))
+    pa.add_argument("node", metavar="AET@HOST:PORT", help="the PACS, e.g. ORTHANC@127.0.0.1:4242")
+    pa.add_argument("paths", nargs="*", help="store: files or folders")
+    pa.add_argument("--study-uid", default=None, help="find: list this study's series; get: the study to retrieve")
+    pa.add_argument("--series-uid", action="append", default=None, help="get: only these series")
+    pa.add_argument("--out", default="retrieved", help="get: output folder")
+    pa.add_argument("--calling-aet", default="MEDMONAI", help="our AE title")
+    pa.set_defaults(func=_cmd_pacs)
     return p
 
 

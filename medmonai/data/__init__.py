@@ -9,12 +9,14 @@ Modules:
     splits: subject-grouped, stratified hold-out splits.
     samplers: class weights and a class-balanced sampler.
     defaults: which datalist a bundle runs on (a user datalist or the embedded phantoms).
+    preflight: the pre-flight check (every entry opened and decoded before training) and split class checks.
     segmentation: mask label names, image/label entries and the subject hold-out of the segmentation bundles.
+    synthetic: synthetic (GAN) samples added to a training split only, with the no-leak provenance check.
 """
 
 from __future__ import annotations
 
-from medmonai.data import defaults, samplers, segmentation, splits
+from medmonai.data import defaults, preflight, samplers, segmentation, splits, synthetic
 from medmonai.data.builders import (
     datalist_from_csv,
     datalist_from_dicom_folder,
@@ -48,9 +50,11 @@ __all__ = [
     "compute_fingerprint",
     "datalist_from_csv",
     "defaults",
+    "preflight",
     "samplers",
     "segmentation",
     "splits",
+    "synthetic",
     "datalist_from_dicom_folder",
     "datalist_from_image_folder",
     "datalist_from_medmnist",

@@ -13,6 +13,7 @@ from medmonai.engines import (
     classical,
     crossval,
     evaluation,
+    feature_gan,
     features,
     gan,
     inference,
@@ -20,4 +21,14 @@ from medmonai.engines import (
     segmentation_inference,
 )
 
-__all__ = ["classical", "crossval", "evaluation", "features", "gan", "inference", "losses", "segmentation_inference"]
+__all__ = [
+    "classical",
+    "crossval",
+    "evaluation",
+    "feature_gan",
+    "features",
+    "gan",
+    "inference",
+    "losses",
+    "segmentation_inference",
+]

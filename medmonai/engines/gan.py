@@ -482,6 +482,7 @@ def generate_synthetic(
     device: str | torch.device = "cpu",
     spacing: Sequence[float] | None = None,
     name: str = "",
+    training_entries: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``n_per_class`` generated images per class and a datalist of them.
 
@@ -505,6 +506,9 @@ def generate_synthetic(
         device: torch device.
         spacing: voxel spacing written into 3D NIfTI headers (default 1).
         name: data set name (default ``<source name>_synthetic``).
+        training_entries: the real entries the GAN was trained on; their case ids (see
+            :func:`medmonai.data.synthetic.case_key`) are recorded as ``gan_training_cases``, which
+            :func:`medmonai.data.synthetic.add_synthetic` checks against validation and test cases.
 
     Returns:
         The datalist path.
@@ -573,6 +577,10 @@ def generate_synthetic(
         generator_checkpoint=str(checkpoint) if checkpoint is not None else None,
         seed=int(seed),
     )
+    if training_entries is not None:
+        from medmonai.data.synthetic import case_key
+
+        datalist["gan_training_cases"] = sorted({case_key(e) for e in training_entries})
     path = write_datalist(out / "datalist.json", datalist)
     logger.info(f"wrote {sum(counts)} synthetic images and {path}")
     return path

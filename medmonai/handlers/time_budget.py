@@ -19,8 +19,9 @@ class TimeBudget:
 
     Termination ends the run like early stopping does (ignite fires ``COMPLETED``), so
     :class:`~medmonai.handlers.checkpoint.RestoreBestWeights` still loads the best validated weights. The clock starts
-    when the run starts (a resumed run gets a new budget). Not meant for multi-process (DDP) training, where the ranks
-    would stop at different iterations.
+    when the run starts (a resumed run gets a new budget). In multi-process (DDP) training each rank's clock would stop
+    it at a different iteration; attach :class:`~medmonai.handlers.distributed.BroadcastTerminate` after this handler
+    (the bundles' ``multi_gpu_train.yaml`` do) so that every rank stops where rank 0 stops.
 
     Args:
         minutes: the budget in minutes, or None.

@@ -16,6 +16,9 @@ leaves a base grid of at least 4 per axis; e.g. 28 -> 2 levels from 7, 32 -> 3 l
 
 :func:`ema_generator` wraps a generator in ``torch.optim.swa_utils.AveragedModel`` for an exponential moving average
 of its weights (and batch-norm statistics), the usual generator to sample from.
+
+:class:`FeatureGenerator` and :class:`FeatureDiscriminator` are the MLP counterparts for a *feature-level* GAN, which
+generates a CNN's pooled feature vectors of a class instead of images (see :mod:`medmonai.engines.feature_gan`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["gan_levels", "ConditionalGenerator", "ProjectionDiscriminator", "ema_generator"]
+__all__ = [
+    "gan_levels",
+    "ConditionalGenerator",
+    "ProjectionDiscriminator",
+    "ema_generator",
+    "FeatureGenerator",
+    "FeatureDiscriminator",
+]
 
 
 def gan_levels(spatial_size: Sequence[int], min_base: int = 4, max_levels: int = 5) -> tuple[int, tuple[int, ...]]:
@@ -213,3 +223,66 @@ def ema_generator(generator: nn.Module, decay: float = 0.999) -> torch.optim.swa
     if not 0.0 <= float(decay) < 1.0:
         raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
     return AveragedModel(generator, multi_avg_fn=_WarmupEMA(decay), use_buffers=True)
+
+
+class FeatureGenerator(nn.Module):
+    """Class-conditional MLP generator of feature *vectors* (a feature-level GAN's generator).
+
+    ``[z, embed(y)]`` -> ``n_layers`` x (linear, layer norm, leaky ReLU) -> linear to ``feature_dim`` (no output
+    activation: it generates standardised features).
+
+    Args:
+        feature_dim: length of the generated feature vectors.
+        num_classes: number of classes.
+        latent_dim: length of ``z``.
+        hidden: width of the hidden layers.
+        n_layers: number of hidden layers.
+    """
+
+    def __init__(
+        self, feature_dim: int, num_classes: int = 2, latent_dim: int = 64, hidden: int = 256, n_layers: int = 2
+    ) -> None:
+        super().__init__()
+        self.feature_dim = int(feature_dim)
+        self.num_classes = int(num_classes)
+        self.latent_dim = int(latent_dim)
+        self.embed = nn.Embedding(self.num_classes, self.latent_dim)
+        layers: list[nn.Module] = []
+        width = 2 * self.latent_dim
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(0.2, inplace=True)]
+            width = hidden
+        layers.append(nn.Linear(width, self.feature_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Feature vectors ``(B, feature_dim)`` for latents ``(B, latent_dim)`` and classes ``(B,)``."""
+        return self.net(torch.cat([z, self.embed(y.long().view(-1))], dim=1))
+
+
+class FeatureDiscriminator(nn.Module):
+    """Spectral-normalised MLP discriminator of feature vectors with a class projection head.
+
+    Args:
+        feature_dim: length of the feature vectors.
+        num_classes: number of classes.
+        hidden: width of the hidden layers.
+        n_layers: number of hidden layers.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int = 2, hidden: int = 256, n_layers: int = 2) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        layers: list[nn.Module] = []
+        width = int(feature_dim)
+        for _ in range(n_layers):
+            layers += [spectral_norm(nn.Linear(width, hidden)), nn.LeakyReLU(0.2, inplace=True)]
+            width = hidden
+        self.features = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Linear(width, 1))
+        self.embed = spectral_norm(nn.Embedding(self.num_classes, width))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Real/fake logits ``(B,)`` for feature vectors ``(B, feature_dim)`` of classes ``(B,)``."""
+        h = self.features(x)
+        return self.linear(h).view(-1) + (self.embed(y.long().view(-1)) * h).sum(dim=1)
