@@ -151,7 +151,7 @@ def test_multi_gpu_config_keeps_train_initialize_and_run(bundle):
     ("tested", "twin"), [("classification_2d", "classification_3d"), ("segmentation_3d", "segmentation_2d")]
 )
 def test_untested_multi_gpu_configs_equal_the_tested_ones(tested, twin):
-    """classification_3d and segmentation_2d are not run under torchrun here: their files equal the tested ones."""
+    """classification_3d and segmentation_2d share their twins' DDP config (also run under torchrun below)."""
     text = (_cfg(tested) / "multi_gpu_train.yaml").read_text()
     assert (_cfg(twin) / "multi_gpu_train.yaml").read_text() == text.replace(tested, twin)
 
@@ -304,3 +304,22 @@ def test_gan_torchrun_averages_gradients_and_saves_on_rank0(tmp_path):
     tb = tmp_path / "runs" / "tensorboard"
     assert len(_event_file_pids(tb)) == 1
     assert {"g_loss", "d_loss"} <= tensorboard_tags(tb)["scalars"]
+
+
+@needs_gloo
+@pytest.mark.parametrize(
+    ("bundle", "common", "metric"),
+    [
+        ("classification_3d", {"phantom": TINY, "batch_size": 4, "spatial_size": [24, 24, 24]}, "val_auc"),
+        ("segmentation_2d", {"phantom": {**TINY, "fov_mm": 40.0}, **SEG_FAST}, "val_mean_dice"),
+    ],
+)
+def test_the_other_training_bundles_run_under_torchrun(tmp_path, bundle, common, metric):
+    """One epoch on two ranks: a checkpoint written once (rank 0) that loads into the plain network."""
+    out = _torchrun(bundle, tmp_path, max_epochs=1, **common)
+    _assert_same_metric_on_both_ranks(out, metric)
+    ckpts = tmp_path / "runs" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"]
+    net = _network_from_checkpoint(bundle, tmp_path, ckpts / "model.pt", **common)
+    assert not any(k.startswith("module.") for k in net.state_dict())
+    assert len(_event_file_pids(tmp_path / "runs" / "tensorboard")) == 1
