@@ -299,7 +299,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         arms.insert(0, "real")  # every comparison is against it
     name = (args.npz or args.datalist).stem.lower()
     work = args.work or Path(f"/tmp/medmonai_imbalance_{name}{'_quick' if args.quick else ''}")
-    out = args.out or REPO / "benchmarks" / "results" / f"imbalance_{name}{'_quick' if args.quick else ''}.json"
+    # a --quick smoke test writes into the work folder, never into benchmarks/results
+    out = args.out or (
+        work / "result.json" if args.quick else REPO / "benchmarks" / "results" / f"imbalance_{name}.json"
+    )
     base = build_datalist(args.npz, work) if args.npz else args.datalist.resolve()
     for split in ("training", "validation", "test"):
         if not isinstance(load_datalist_file(base).get(split), list):
