@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.medmnist import build_datalist  # noqa: E402
+from benchmarks.medmnist import DeepFeatures, build_datalist  # noqa: E402
 from medmonai.data.datalist import load_datalist, load_datalist_file, write_datalist  # noqa: E402
 from medmonai.utils import atomic_write_json, read_json  # noqa: E402
 
@@ -181,28 +181,15 @@ def train_gan(datalist: Path, gan_dir: Path, seed: int, counts: dict[str, int], 
 
 
 class Features:
-    """ImageNet EfficientNet-Lite0 features of every image of the base datalist (extracted once, cached)."""
+    """ImageNet EfficientNet-Lite0 features of every image of the base datalist, extracted once (cached) by
+    :class:`benchmarks.medmnist.DeepFeatures`, looked up by image path for the derived datalists."""
 
     def __init__(self, base: Path, size: int, work: Path) -> None:
-        import torch
-
-        from medmonai.engines.features import extract_features
-        from medmonai.networks.factory import build_network
-        from medmonai.transforms.preprocessing import build_preprocessing
-
-        net = build_network("efficientnet_lite0", pretrained="imagenet", input_affine=[2, -1], in_channels=1)
-        transform = build_preprocessing(
-            keys=("image",), spatial_dims=2, spatial_size=[size, size], size_mode="resize", normalization="scale255",
-            channels=1,
-        )  # fmt: skip
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        deep = DeepFeatures(base, size, work)
         self.by_image: dict[str, np.ndarray] = {}
         for split in ("training", "validation", "test"):
             entries = load_datalist(base, split)
-            feats, _ = extract_features(
-                net, entries, transform, batch_size=64, device=device, cache_dir=work / "features", progress=False
-            )
-            self.by_image.update({str(e["image"]): f for e, f in zip(entries, feats)})
+            self.by_image.update({str(e["image"]): f for e, f in zip(entries, deep.features[split])})
 
     def split(self, datalist: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         entries = load_datalist(datalist, split)

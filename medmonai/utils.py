@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "atomic_write_json",
+    "file_signature",
     "atomic_torch_save",
     "remove_stale_temp_files",
     "read_json",
@@ -175,3 +176,24 @@ def shared_data_dir() -> Path:
         return Path(env)
     repo_root = Path(__file__).resolve().parent.parent
     return repo_root.parent / "shared" / "data"
+
+
+def file_signature(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Any]:
+    """Size and modification time of files (every file below a folder, in sorted order): a cheap cache key.
+
+    Used by the content-hash cache of :mod:`medmonai.data.splits` and the pre-flight cache of
+    :mod:`medmonai.data.preflight`.
+    """
+    names = [os.fspath(paths)] if isinstance(paths, str | os.PathLike) else [os.fspath(p) for p in paths]
+    sig: list[Any] = []
+    for name in names:
+        if os.path.isdir(name):
+            for root, dirs, files in os.walk(name):
+                dirs.sort()
+                for f in sorted(files):
+                    st = os.stat(os.path.join(root, f))
+                    sig.append([os.path.relpath(os.path.join(root, f), name), st.st_size, st.st_mtime_ns])
+        else:
+            st = os.stat(name)
+            sig.append([st.st_size, st.st_mtime_ns])
+    return sig

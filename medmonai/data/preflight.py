@@ -48,7 +48,7 @@ from medmonai.data.datalist import (
     load_datalist_file,
     write_datalist,
 )
-from medmonai.utils import PathLike, atomic_write_json, read_json
+from medmonai.utils import PathLike, atomic_write_json, file_signature, read_json
 
 __all__ = [
     "PreflightError",
@@ -222,19 +222,7 @@ def check_image(
 
 
 def _stat_signature(value: Any) -> list[Any]:
-    """Size and modification time of an image's files (every file below a folder)."""
-    sig: list[Any] = []
-    for name in _names(value):
-        if os.path.isdir(name):
-            for root, dirs, files in os.walk(name):
-                dirs.sort()
-                for f in sorted(files):
-                    st = os.stat(os.path.join(root, f))
-                    sig.append([os.path.relpath(os.path.join(root, f), name), st.st_size, st.st_mtime_ns])
-        else:
-            st = os.stat(name)
-            sig.append([st.st_size, st.st_mtime_ns])
-    return sig
+    return file_signature(_names(value))
 
 
 class _Cache:

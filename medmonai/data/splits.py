@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medmonai.utils import PathLike, atomic_write_json, read_json
+from medmonai.utils import PathLike, atomic_write_json, file_signature, read_json
 
 __all__ = [
     "SCHEMES",
@@ -122,20 +122,8 @@ def _names(image: Any) -> list[str]:
     return [os.path.abspath(os.fspath(p)) for p in image]
 
 
-def _stat_signature(image: Any) -> list[Any]:
-    """Size and modification time of an image's files (every file below a folder), for the hash cache."""
-    sig: list[Any] = []
-    for name in _names(image):
-        if os.path.isdir(name):
-            for root, dirs, files in os.walk(name):
-                dirs.sort()
-                for f in sorted(files):
-                    st = os.stat(os.path.join(root, f))
-                    sig.append([os.path.relpath(os.path.join(root, f), name), st.st_size, st.st_mtime_ns])
-        else:
-            st = os.stat(name)
-            sig.append([st.st_size, st.st_mtime_ns])
-    return sig
+def _stat_signature(value: Any) -> list[Any]:
+    return file_signature(_names(value))
 
 
 def content_hashes(entries: Sequence[Mapping[str, Any]], cache_file: PathLike | None = None) -> list[str]:
