@@ -1,7 +1,7 @@
 """Cross-validation runner: every fold of a bundle through MONAI's bundle workflow, then the OOF and ensemble reports.
 
-``medmonai cv BUNDLE`` (:func:`run_crossval`) does, for a classification bundle folder holding
-``configs/train.yaml`` and ``configs/crossval.yaml``:
+``medmonai cv BUNDLE`` (:func:`run_crossval`) does, for a bundle folder holding ``configs/train.yaml`` and
+``configs/crossval.yaml`` (classification; for segmentation bundles see the end of this docstring):
 
 1. resolves the folds once (``<bundle_root>/runs/cv/splits.json``, reused when present, with the leakage guard);
 2. trains each fold with ``monai.bundle.run`` on ``train.yaml`` + ``crossval.yaml`` and ``fold=k`` — the same
@@ -22,6 +22,13 @@ With ``synthetic_mode`` (``balance`` or ``fraction``, network path) each fold fi
 bundle (``bundles/gan_augmentation``) on **that fold's training part only** (``<fold>/gan/datalist.json``), generates
 the synthetic images the fold needs, and passes them to the fold's training as ``synthetic_datalist``; the
 classification bundle refuses them if the GAN saw a case of the fold's validation part or of the test split.
+
+For a **segmentation** bundle (``segmentation_2d``/``segmentation_3d``, recognised by ``label_names`` in its config)
+the folds are trained the same way; each fold evaluates its validation part in the original geometry
+(``fold<k>/eval_validation/report.json``) and :func:`medmonai.engines.crossval.aggregate_segmentation_crossval`
+writes the per-class Dice / HD95 of every fold, their mean ± std across folds and the pooled out-of-fold summary
+(``cv_report.json``, ``oof/``). The fingerprint plan is made once for all folds (``cv_dir/fingerprint.json``). The
+classification-only options (``classifier``, synthetic images, feature GAN, TorchScript ensemble) are refused.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def bundle_configs(bundle: PathLike) -> dict[str, Path]:
     }
     for name in ("train", "crossval"):
         if not files[name].is_file():
-            raise FileNotFoundError(f"{files[name]}: not found; is {bundle} a medmonai classification bundle?")
+            raise FileNotFoundError(f"{files[name]}: not found; is {bundle} a medmonai training bundle?")
     return files
 
 
@@ -83,11 +90,13 @@ def _train_folds(
     cv_dir: Path,
     n_folds: int,
     per_fold: Callable[[int], dict[str, Any]] | None = None,
+    done: Callable[[Path, int], bool] | None = None,
 ) -> None:
     from monai.bundle import run
 
     from medmonai.engines.crossval import fold_done
 
+    fold_done = done or fold_done
     todo = [k for k in range(n_folds) if not fold_done(cv_dir, k)]
     if len(todo) < n_folds:
         _progress(f"{n_folds - len(todo)} of {n_folds} folds already finished: skipped")
@@ -104,7 +113,7 @@ def _train_folds(
         _progress(f"fold {k + 1}/{n_folds}: training ({i} of {len(todo)} to do finished{eta})")
         run(config_file=[str(files["train"]), str(files["crossval"])], fold=k, **common, **extra, **fold_extra)
         if not fold_done(cv_dir, k):
-            raise RuntimeError(f"fold {k} finished without writing its predictions in {cv_dir / f'fold{k}'}")
+            raise RuntimeError(f"fold {k} finished without writing its results in {cv_dir / f'fold{k}'}")
 
 
 def gan_bundle_configs(gan_bundle: PathLike) -> dict[str, Path]:
@@ -310,10 +319,10 @@ def run_crossval(
     feature_gan_ratio: float = 1.0,
     feature_gan_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a cross-validation of a classification bundle and write its reports.
+    """Run (or resume) a cross-validation of a classification or segmentation bundle and write its reports.
 
     Args:
-        bundle: the bundle folder (e.g. ``bundles/classification_2d``).
+        bundle: the bundle folder (e.g. ``bundles/classification_2d`` or ``bundles/segmentation_3d``).
         bundle_root: the bundle's ``bundle_root`` (outputs go to ``<bundle_root>/runs/cv``, default data to
             ``<bundle_root>/data``), as with ``python -m monai.bundle run``.
         scheme: ``kfold``, ``repeated_kfold``, ``loo``, ``loso``, ``groupkfold`` or ``holdout``.
@@ -364,6 +373,19 @@ def run_crossval(
         **dict(overrides or {}),
     }
     parser = parse_bundle(bundle, {**common, "fold": 0})
+    segmentation = parser.get("label_names") is not None
+    if segmentation:
+        refused = {
+            "classifier": classifier is not None,
+            "synthetic_mode": synthetic_mode != "none",
+            "feature_gan": feature_gan != "none",
+            "tta_flip_axes": bool(tta_flip_axes),
+        }
+        if any(refused.values()):
+            names = ", ".join(k for k, v in refused.items() if v)
+            raise ValueError(f"{bundle} is a segmentation bundle: {names} apply to classification bundles only")
+        common.pop("tta_flip_axes")
+        parser = parse_bundle(bundle, {**common, "fold": 0})
     cv_dir = Path(parser.get_parsed_content("cv_dir"))
     settings_file = cv_dir / "cv_settings.json"
     settings = {k: v for k, v in common.items() if k != "bundle_root"}
@@ -387,6 +409,14 @@ def run_crossval(
     n = len(splits["folds"])
     _progress(f"{scheme}: {n} folds over {len(splits['case_ids'])} pooled cases; results in {cv_dir}")
     seed = int(parser.get_parsed_content("seed"))
+    if segmentation:
+        from medmonai.engines.crossval import aggregate_segmentation_crossval, segmentation_fold_done
+
+        _train_folds(files, common, cv_dir, n, done=segmentation_fold_done)
+        extra = {"bundle": str(bundle), "network": parser.get_parsed_content("network_name"), "settings": settings}
+        report = aggregate_segmentation_crossval(cv_dir, n, extra=extra)
+        _progress(summary_text(report))
+        return report
     if classifier is None:
         per_fold = None
         if synthetic_mode != "none":
@@ -420,6 +450,17 @@ def summary_text(report: Mapping[str, Any]) -> str:
             return "n/a"
         return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
 
+    if report.get("task") == "segmentation":
+        lines = [f"cross-validation ({report.get('settings', {}).get('scheme')}, {report.get('n_folds')} folds)"]
+        for m, unit in (("dice", ""), ("hd95", " mm")):
+            stats = report.get("across_folds", {}).get(m, {})
+            cells = [f"{name} {v['mean']:.3f} ± {v['std']:.3f}{unit}" for name, v in stats.items() if v]
+            if cells:
+                lines.append(f"  per fold, {m}: " + ", ".join(cells))
+        oof = report.get("oof", {}).get("summary", {}).get("dice", {})
+        cells = [f"{n} {v['mean']:.3f} ± {v['std']:.3f}" for n, v in oof.items() if v and v.get("mean") is not None]
+        lines.append(f"  out-of-fold (n={report.get('oof', {}).get('n')}), Dice: " + ", ".join(cells))
+        return "\n".join(lines)
     lines = [f"cross-validation ({report.get('scheme')}, {report.get('n_folds')} folds)"]
     for part in ("validation", "test"):
         stats = report.get("across_folds", {}).get(part)

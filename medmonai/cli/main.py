@@ -470,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
     de.set_defaults(func=_cmd_demo)
 
-    cv = sub.add_parser("cv", help="cross-validate a classification bundle: folds, OOF report, fold ensemble")
+    cv = sub.add_parser(
+        "cv", help="cross-validate a bundle: folds, OOF report (classification: fold ensemble; segmentation: Dice)"
+    )
     cv.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
     cv.add_argument(
         "--scheme", default="kfold", choices=("kfold", "repeated_kfold", "loo", "loso", "groupkfold", "holdout")

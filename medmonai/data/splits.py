@@ -235,7 +235,9 @@ def _short(image: Any) -> str:
     return "/".join(parts[-2:]) if parts else str(image)
 
 
-def _labels(entries: Sequence[Mapping[str, Any]], label_key: str) -> np.ndarray:
+def _labels(entries: Sequence[Mapping[str, Any]], label_key: str | None) -> np.ndarray:
+    if label_key is None:  # no stratification (e.g. segmentation data without a case-level class)
+        return np.zeros(len(entries), dtype=np.int64)
     out = []
     for i, e in enumerate(entries):
         if label_key not in e:
@@ -292,7 +294,7 @@ def make_folds(
     n_repeats: int = 1,
     seed: int = 0,
     group_key: str | None = "subject",
-    label_key: str = "label",
+    label_key: str | None = "label",
     val_fraction: float = 0.2,
     hashes: Sequence[str] | None = None,
 ) -> list[dict[str, list[int]]]:
@@ -316,7 +318,8 @@ def make_folds(
         n_repeats: repetitions (``repeated_kfold``).
         seed: shuffling seed; the folds are a deterministic function of the entries and the settings.
         group_key: entry key of the subject (or other grouping) id; None: every entry is its own group.
-        label_key: entry key of the integer class label (stratified schemes and ``holdout``).
+        label_key: entry key of the integer class label (stratified schemes and ``holdout``); None: no
+            stratification (one class for every entry).
         val_fraction: validation fraction of ``holdout``.
         hashes: optional content hash per entry (:func:`content_hashes`); identical images join one group.
 
@@ -473,7 +476,7 @@ def ensure_splits(
     n_repeats: int = 1,
     seed: int = 0,
     group_key: str | None = "subject",
-    label_key: str = "label",
+    label_key: str | None = "label",
     val_fraction: float = 0.2,
     hashes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -697,7 +700,7 @@ def cv_fold_entries(
     pool_validation: bool = True,
     leakage: str = "error",
     hash_cache: PathLike | None = None,
-    label_key: str = "label",
+    label_key: str | None = "label",
     val_fraction: float = 0.2,
 ) -> dict[str, list[dict[str, Any]]]:
     """Training and validation entries of one cross-validation fold of a datalist.
@@ -778,7 +781,7 @@ def holdout_split(
     val_fraction: float = 0.2,
     seed: int = 0,
     group_key: str | None = "subject",
-    label_key: str = "label",
+    label_key: str | None = "label",
     hashes: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split entries into training and validation parts, stratified by label and grouped by subject.
@@ -792,7 +795,7 @@ def holdout_split(
         seed: shuffling seed.
         group_key: entry key holding the subject id; None (or a missing key / None value) treats every entry as its
             own subject.
-        label_key: entry key holding the integer class label.
+        label_key: entry key holding the integer class label; None: no stratification.
         hashes: optional content hash per entry (:func:`content_hashes`): identical images stay on one side.
 
     Returns:
@@ -801,7 +804,7 @@ def holdout_split(
     Raises:
         SplitsError: (a ``ValueError``) if the fraction is out of range or there are too few subjects for a split.
     """
-    labels = np.asarray([int(e[label_key]) for e in entries])
+    labels = _labels(entries, label_key)
     groups = _group_names(entries, group_key, hashes)
     tr, va = _holdout_indices(labels, groups, val_fraction, seed)
     return [entries[i] for i in tr], [entries[i] for i in va]

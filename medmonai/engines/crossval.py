@@ -13,6 +13,12 @@ Layout of a cross-validation folder ``cv_dir`` (written by the bundles' ``crossv
   CIs, and ``model.ts``: the ensemble as one TorchScript module.
 * ``cv_report.json`` — per-fold metrics, their mean ± std across folds, the OOF metrics and the ensemble's.
 
+Segmentation bundles (``crossval.yaml`` of ``segmentation_2d``/``segmentation_3d``) write, per fold, the Dice/HD95
+report of the fold's validation part in its original geometry (``fold<k>/eval_validation/report.json``, written
+last); :func:`aggregate_segmentation_crossval` pools those cases into ``oof/`` (``report.json``, ``per_case.csv``) and
+``cv_report.json`` (per-class Dice and HD95 of every fold, their mean ± std across folds, and the pooled
+out-of-fold mean ± std over cases).
+
 The binary decision threshold is chosen on the OOF predictions (never on the test split) and applied unchanged to
 the per-fold test predictions and to the ensemble. Note that each fold's validation part also decided that fold's
 early stopping, so OOF metrics are slightly optimistic (as in nnU-Net); the test split is the unbiased estimate.
@@ -39,6 +45,9 @@ __all__ = [
     "load_fold_predictions",
     "FoldEnsemble",
     "aggregate_crossval",
+    "SEGMENTATION_FOLD_REPORT",
+    "segmentation_fold_done",
+    "aggregate_segmentation_crossval",
     "export_ensemble",
 ]
 
@@ -46,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: file name of a finished fold's predictions
 FOLD_PREDICTIONS = "fold_predictions.npz"
+#: a finished segmentation fold's validation report, relative to its fold folder (written last)
+SEGMENTATION_FOLD_REPORT = Path("eval_validation") / "report.json"
 _SUMMARY_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
 
 
@@ -371,3 +382,80 @@ def export_ensemble(
             f"{path}: the exported ensemble differs from the eager one (max {(got - expected).abs().max()})"
         )
     return path
+
+
+def segmentation_fold_done(cv_dir: PathLike, fold: int) -> bool:
+    """Whether segmentation fold ``fold`` has written its validation report (the last step of a fold)."""
+    return (fold_dir(cv_dir, fold) / SEGMENTATION_FOLD_REPORT).is_file()
+
+
+def aggregate_segmentation_crossval(
+    cv_dir: PathLike, n_folds: int, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Combine the finished segmentation folds of ``cv_dir`` into ``oof/`` and ``cv_report.json``.
+
+    Args:
+        cv_dir: the cross-validation folder (``fold<k>/eval_validation/report.json`` for every fold).
+        n_folds: the number of folds.
+        extra: more top-level fields (bundle, network, settings).
+
+    Returns:
+        The ``cv_report.json`` content: ``per_fold`` (each fold's per-class Dice / HD95 means over its validation
+        cases), ``across_folds`` (mean ± std of those fold means, population std, and ``n`` folds), and ``oof`` (the
+        summary over every out-of-fold case evaluation; with repeated k-fold a case counts once per repeat).
+
+    Raises:
+        FileNotFoundError: when a fold's report is missing (the message lists the folds).
+        ValueError: when the folds disagree on the class names.
+    """
+    from medmonai.metrics.segmentation import segmentation_report, write_segmentation_report
+
+    cv_dir = Path(cv_dir)
+    missing = [k for k in range(n_folds) if not segmentation_fold_done(cv_dir, k)]
+    if missing:
+        raise FileNotFoundError(
+            f"{cv_dir}: folds {missing} have no {SEGMENTATION_FOLD_REPORT} (not trained or interrupted); "
+            "run the cross-validation again to finish them"
+        )
+    reports = [read_json(fold_dir(cv_dir, k) / SEGMENTATION_FOLD_REPORT, "fold report") for k in range(n_folds)]
+    classes = list(reports[0]["classes"])
+    cases: list[dict[str, Any]] = []
+    per_fold: list[dict[str, Any]] = []
+    for k, rep in enumerate(reports):
+        if list(rep["classes"]) != classes:
+            raise ValueError(
+                f"{fold_dir(cv_dir, k) / SEGMENTATION_FOLD_REPORT}: classes {rep['classes']} differ from fold 0's "
+                f"{classes}"
+            )
+        cases.extend({**c, "fold": k} for c in rep["cases"])
+        per_fold.append(
+            {
+                "fold": k,
+                "n_cases": rep["n_cases"],
+                **{m: {name: st.get("mean") for name, st in v.items()} for m, v in rep["summary"].items()},
+            }
+        )
+    across: dict[str, Any] = {}
+    for m in ("dice", "hd95"):
+        names = list(dict.fromkeys(n for f in per_fold for n in f.get(m, {})))
+        if not names:
+            continue
+        across[m] = {}
+        for name in names:
+            vals = [f[m].get(name) for f in per_fold if f.get(m, {}).get(name) is not None]
+            across[m][name] = (
+                {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)} if vals else None
+            )
+    oof = segmentation_report(cases, classes, extra={"n_folds": n_folds})
+    write_segmentation_report(oof, cv_dir / "oof")
+    report = {
+        "task": "segmentation",
+        "n_folds": n_folds,
+        "classes": classes,
+        "per_fold": per_fold,
+        "across_folds": across,
+        "oof": {"n": len(cases), "summary": oof["summary"], "report": str(cv_dir / "oof" / "report.json")},
+        **dict(extra or {}),
+    }
+    atomic_write_json(cv_dir / "cv_report.json", report)
+    return report

@@ -133,16 +133,36 @@ def test_3d_verify_net_and_torchscript_export(trained_3d, tmp_path):
         torch.testing.assert_close(torch.jit.load(str(ts))(x), net.eval()(x))
 
 
-def test_3d_crossval_fold(trained_3d, tmp_path):
+def test_3d_crossval_runner_trains_every_fold_and_aggregates_dice(trained_3d, tmp_path):
+    """`medmonai cv` on a segmentation bundle: folds through monai.bundle.run, then the per-fold and OOF Dice."""
     import shutil
+
+    from medmonai.apps.crossval import run_crossval
 
     root = tmp_path / "cv"
     shutil.copytree(trained_3d / "data", root / "data")
-    _run("segmentation_3d", root, "crossval", fold=1, n_folds=2, max_epochs=1)
-    splits = json.loads((root / "runs" / "cv" / "splits.json").read_text())
+    overrides = {"phantom": TINY_3D, **FAST, "max_epochs": 1}
+    report = run_crossval(REPO / "bundles" / "segmentation_3d", bundle_root=root, n_folds=2, overrides=overrides)
+    cv_dir = root / "runs" / "cv"
+    splits = json.loads((cv_dir / "splits.json").read_text())
     assert len(splits["folds"]) == 2
-    report = json.loads((root / "runs" / "cv" / "fold1" / "eval_validation" / "report.json").read_text())
-    assert report["fold"] == 1 and report["n_cases"] == len(splits["folds"][1]["val"])
+    folds = [json.loads((cv_dir / f"fold{k}" / "eval_validation" / "report.json").read_text()) for k in (0, 1)]
+    for k, fold in enumerate(folds):
+        assert fold["fold"] == k and fold["n_cases"] == len(splits["folds"][k]["val"])
+    # the aggregate is the fold reports' numbers, recomputed here by hand
+    per_fold = [f["summary"]["dice"]["lesion"]["mean"] for f in folds]
+    assert report["task"] == "segmentation" and report["classes"] == folds[0]["classes"]
+    assert report["across_folds"]["dice"]["lesion"]["mean"] == pytest.approx(np.mean(per_fold))
+    assert report["across_folds"]["dice"]["lesion"]["std"] == pytest.approx(np.std(per_fold))
+    case_dice = [c["dice"]["lesion"] for f in folds for c in f["cases"] if c["dice"]["lesion"] is not None]
+    assert report["oof"]["n"] == sum(f["n_cases"] for f in folds)
+    assert report["oof"]["summary"]["dice"]["lesion"]["mean"] == pytest.approx(np.mean(case_dice))
+    assert json.loads((cv_dir / "cv_report.json").read_text())["oof"]["n"] == report["oof"]["n"]
+    assert (cv_dir / "oof" / "per_case.csv").is_file()
+    # classification-only options are refused, naming the option
+    with pytest.raises(ValueError, match="classifier"):
+        run_crossval(REPO / "bundles" / "segmentation_3d", bundle_root=root, n_folds=2, overrides=overrides,
+                     classifier="logreg_l2")  # fmt: skip
 
 
 def test_2d_bundle_cli_train_then_evaluate_and_inference(tmp_path):

@@ -190,6 +190,17 @@ def test_kfold_repeated_kfold_groupkfold_sizes_and_seeds():
     # a missing key is fine for kfold: the entry is its own group
     assert len(make_folds(entries, "kfold", n_folds=5, group_key="site")) == 5
 
+    # label_key=None: unstratified (segmentation data has no case class), still subject-disjoint and complete
+    unlabelled = [{k: v for k, v in e.items() if k != "label"} for e in _entries(20, 3)]
+    with pytest.raises(SplitsError, match="no 'label'"):
+        make_folds(unlabelled, "kfold", n_folds=4)
+    plain = make_folds(unlabelled, "kfold", n_folds=4, seed=0, label_key=None)
+    assert len(plain) == 4 and sorted(i for f in plain for i in f["val"]) == list(range(len(unlabelled)))
+    for f in plain:
+        _assert_partition(f, len(unlabelled))
+        tr, va = _sides(f, unlabelled)
+        assert not tr & va and len(va) == 5
+
 
 def test_impossible_settings_raise_clear_errors():
     entries = _entries(12, 2, minority_every=4)  # class 1: subjects 0, 4, 8 -> 3 groups
