@@ -349,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--work", default=None, help="work folder for images, runs and caches (default /tmp/...)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 64 training images")
     p.add_argument(
+        "--report-only", action="store_true",
+        help="train nothing: table and JSON of the runs already finished in --work (a partial benchmark)",
+    )  # fmt: skip
+    p.add_argument(
         "--leakage", default="off", choices=("off", "drop", "error"),
         help="the bundles' leakage guard; 'off' keeps the official splits as published (BreastMNIST has one "
         "train/test pair of identical images, PneumoniaMNIST 8 train/val groups; see docs/validation.md)",
@@ -392,8 +396,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "quick": args.quick,
             "leakage": args.leakage,
             "splits": "official MedMNIST train/val/test; model selection and threshold on val; test used once",
+            "report_only": args.report_only,
         },  # fmt: skip
         "runs": [],
+        "summary": [],
     }
     deep: DeepFeatures | None = None
     for fraction in fractions:
@@ -408,6 +414,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if done.is_file() and json.loads(done.read_text()).get("key") == key:
                     rec = json.loads(done.read_text())["record"]
                     print(f"reusing {done}")
+                elif args.report_only:
+                    print(f"not run yet (left out of the report): {method} size {size} seed {seed}")
+                    continue
                 else:
                     print(f"\n=== {dataset} {method} size {size} fraction {fraction:g} (n={n_train}) seed {seed}")
                     if method == "deep_features_logreg":
