@@ -27,8 +27,9 @@ For a **segmentation** bundle (``segmentation_2d``/``segmentation_3d``, recognis
 the folds are trained the same way; each fold evaluates its validation part in the original geometry
 (``fold<k>/eval_validation/report.json``) and :func:`medmonai.engines.crossval.aggregate_segmentation_crossval`
 writes the per-class Dice / HD95 of every fold, their mean ± std across folds and the pooled out-of-fold summary
-(``cv_report.json``, ``oof/``). The fingerprint plan is made once for all folds (``cv_dir/fingerprint.json``). The
-classification-only options (``classifier``, synthetic images, feature GAN, TorchScript ensemble) are refused.
+(``cv_report.json``, ``oof/``); ``tta_flip_axes`` mirrors the fold evaluations. The fingerprint plan is made once
+for all folds (``cv_dir/fingerprint.json``). The classification-only options (``classifier``, synthetic images,
+feature GAN) are refused, and no fold ensemble is exported.
 """
 
 from __future__ import annotations
@@ -379,13 +380,10 @@ def run_crossval(
             "classifier": classifier is not None,
             "synthetic_mode": synthetic_mode != "none",
             "feature_gan": feature_gan != "none",
-            "tta_flip_axes": bool(tta_flip_axes),
         }
         if any(refused.values()):
             names = ", ".join(k for k, v in refused.items() if v)
             raise ValueError(f"{bundle} is a segmentation bundle: {names} apply to classification bundles only")
-        common.pop("tta_flip_axes")
-        parser = parse_bundle(bundle, {**common, "fold": 0})
     cv_dir = Path(parser.get_parsed_content("cv_dir"))
     settings_file = cv_dir / "cv_settings.json"
     settings = {k: v for k, v in common.items() if k != "bundle_root"}
