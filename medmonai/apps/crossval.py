@@ -452,7 +452,11 @@ def summary_text(report: Mapping[str, Any]) -> str:
         lines = [f"cross-validation ({report.get('settings', {}).get('scheme')}, {report.get('n_folds')} folds)"]
         for m, unit in (("dice", ""), ("hd95", " mm")):
             stats = report.get("across_folds", {}).get(m, {})
-            cells = [f"{name} {v['mean']:.3f} ± {v['std']:.3f}{unit}" for name, v in stats.items() if v]
+            cells = [
+                f"{name} {v['mean']:.3f} ± {v['std']:.3f}{unit}"
+                for name, v in stats.items()
+                if v and v.get("mean") is not None
+            ]
             if cells:
                 lines.append(f"  per fold, {m}: " + ", ".join(cells))
         oof = report.get("oof", {}).get("summary", {}).get("dice", {})

@@ -109,11 +109,11 @@ def segmentation_split(
 ) -> dict[str, list[dict[str, Any]]]:
     """Training and validation entries of a segmentation datalist, subject-grouped, with the leakage guard.
 
-    The datalist's own ``validation`` split is used when it has one. Otherwise a ``val_fraction`` of the subjects of
-    ``training`` is held out: stratified by ``stratify_key`` when every entry has an integer there (e.g. the
-    phantoms' class label; this is :func:`medmonai.data.splits.train_val_entries`) and every stratum has enough
-    subjects, else a plain subject-grouped hold-out (the MSD data sets have no class label). The ``test`` split is
-    never touched, only checked against.
+    This is :func:`medmonai.data.splits.train_val_entries` with the stratification decided from the data: the
+    datalist's own ``validation`` split is used when it has one; otherwise a ``val_fraction`` of the subjects of
+    ``training`` is held out, stratified by ``stratify_key`` when every entry has an integer there (e.g. the phantoms'
+    class label) and every stratum has enough subjects, else a plain subject-grouped hold-out (the MSD data sets have
+    no class label). The ``test`` split is never touched, only checked against.
 
     Args:
         datalist_file: the datalist JSON.
@@ -122,52 +122,26 @@ def segmentation_split(
         group_key: entry key of the subject id.
         stratify_key: entry key of an integer stratum.
         leakage: ``"error"`` (default): a subject or an identical image in two of training/validation/test raises
-            :class:`medmonai.data.splits.LeakageError`; ``"off"``: no check; ``"drop"`` (only with integer strata,
-            see :func:`~medmonai.data.splits.train_val_entries`).
+            :class:`medmonai.data.splits.LeakageError`; ``"off"``: no check; ``"drop"``: remove the conflicting
+            entries (see :func:`~medmonai.data.splits.train_val_entries`).
         hash_cache: content hash cache file.
 
     Returns:
         ``{"training": [...], "validation": [...]}`` (datalist entries).
     """
-    from medmonai.data.datalist import load_datalist, load_datalist_file
-    from medmonai.data.splits import check_leakage, content_hashes, holdout_split, train_val_entries
+    from medmonai.data.datalist import load_datalist
+    from medmonai.data.splits import train_val_entries
 
-    raw = load_datalist_file(datalist_file)
     train = load_datalist(datalist_file, "training")
     stratified = _int_labels(train, stratify_key) and _enough_groups(train, stratify_key, group_key, val_fraction)
-    if stratified and stratify_key == "label":
-        return train_val_entries(
-            str(datalist_file),
-            val_fraction=val_fraction,
-            seed=seed,
-            group_key=group_key,
-            leakage=leakage,
-            hash_cache=hash_cache,
-        )
-    if leakage not in ("error", "off"):
-        raise ValueError(f"leakage must be 'error' or 'off' for datalists without integer '{stratify_key}' strata")
-    has = {k: isinstance(raw.get(k), list) and bool(raw[k]) for k in ("validation", "test")}
-    val = load_datalist(datalist_file, "validation") if has["validation"] else []
-    test = load_datalist(datalist_file, "test") if has["test"] else []
-    hashes = None
-    if leakage == "error":
-        all_h = content_hashes(train + val + test, cache_file=hash_cache)
-        n_tr, n_va = len(train), len(val)
-        hashes = {"training": all_h[:n_tr], "validation": all_h[n_tr : n_tr + n_va], "test": all_h[n_tr + n_va :]}
-    if not val:
-        tagged = [{**e, "_stratum": int(e[stratify_key]) if stratified else 0} for e in train]
-        h_tr = hashes["training"] if hashes else None
-        tr_part, va_part = holdout_split(
-            tagged, val_fraction=val_fraction, seed=seed, group_key=group_key, label_key="_stratum", hashes=h_tr
-        )
-        index = {id(t): i for i, t in enumerate(tagged)}
-        tr_i = [index[id(t)] for t in tr_part]
-        va_i = [index[id(t)] for t in va_part]
-        train, val = [train[i] for i in tr_i], [train[i] for i in va_i]
-        if hashes:
-            h = hashes["training"]
-            hashes["training"], hashes["validation"] = [h[i] for i in tr_i], [h[i] for i in va_i]
-    if leakage == "error":
-        check_leakage({"training": train, "validation": val, "test": test}, group_key, hashes)
-    logger.info(f"segmentation split: {len(train)} training, {len(val)} validation entries")
-    return {"training": train, "validation": val}
+    split = train_val_entries(
+        str(datalist_file),
+        val_fraction=val_fraction,
+        seed=seed,
+        group_key=group_key,
+        leakage=leakage,
+        hash_cache=hash_cache,
+        label_key=stratify_key if stratified else None,
+    )
+    logger.info(f"segmentation split: {len(split['training'])} training, {len(split['validation'])} validation entries")
+    return split

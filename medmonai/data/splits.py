@@ -817,6 +817,7 @@ def train_val_entries(
     group_key: str | None = "subject",
     leakage: str = "off",
     hash_cache: PathLike | None = None,
+    label_key: str | None = "label",
 ) -> dict[str, list[dict[str, Any]]]:
     """Training and validation entries of a datalist file, optionally checked for leakage.
 
@@ -834,6 +835,8 @@ def train_val_entries(
             training, or from the datalist's validation split when they conflict with test; ``"off"`` (default, the
             behaviour before the guard existed; the bundles pass ``"error"``): no content hashing and no checks.
         hash_cache: optional content hash cache file (see :func:`content_hashes`).
+        label_key: entry key of the integer class the hold-out is stratified by; None: not stratified (e.g.
+            segmentation data without a case-level class).
 
     Returns:
         ``{"training": [...], "validation": [...]}``.
@@ -847,7 +850,7 @@ def train_val_entries(
     if leakage == "off":
         if val:
             return {"training": train, "validation": val}
-        tr, va = holdout_split(train, val_fraction=val_fraction, seed=seed, group_key=group_key)
+        tr, va = holdout_split(train, val_fraction=val_fraction, seed=seed, group_key=group_key, label_key=label_key)
         return {"training": tr, "validation": va}
     test = _split_or_empty(datalist, raw, "test")
     all_h = content_hashes(train + val + test, cache_file=hash_cache)
@@ -862,8 +865,7 @@ def train_val_entries(
             train, h_tr = _drop_conflicting("training", train, h_tr, "test", test, h_te, group_key)
     if not val:
         groups = _group_names(train, group_key, h_tr)
-        labels = np.asarray([int(e["label"]) for e in train])
-        tr_i, va_i = _holdout_indices(labels, groups, val_fraction, seed)
+        tr_i, va_i = _holdout_indices(_labels(train, label_key), groups, val_fraction, seed)
         train, val = [train[i] for i in tr_i], [train[i] for i in va_i]
         h_tr, h_va = [h_tr[i] for i in tr_i], [h_tr[i] for i in va_i]
     msg = _leakage_message(

@@ -408,7 +408,7 @@ def aggregate_segmentation_crossval(
         FileNotFoundError: when a fold's report is missing (the message lists the folds).
         ValueError: when the folds disagree on the class names.
     """
-    from medmonai.metrics.segmentation import segmentation_report, write_segmentation_report
+    from medmonai.metrics.segmentation import segmentation_report, summary_stats, write_segmentation_report
 
     cv_dir = Path(cv_dir)
     missing = [k for k in range(n_folds) if not segmentation_fold_done(cv_dir, k)]
@@ -438,14 +438,8 @@ def aggregate_segmentation_crossval(
     across: dict[str, Any] = {}
     for m in ("dice", "hd95"):
         names = list(dict.fromkeys(n for f in per_fold for n in f.get(m, {})))
-        if not names:
-            continue
-        across[m] = {}
-        for name in names:
-            vals = [f[m].get(name) for f in per_fold if f.get(m, {}).get(name) is not None]
-            across[m][name] = (
-                {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)} if vals else None
-            )
+        if names:
+            across[m] = {name: summary_stats([f.get(m, {}).get(name) for f in per_fold]) for name in names}
     oof = segmentation_report(cases, classes, extra={"n_folds": n_folds})
     write_segmentation_report(oof, cv_dir / "oof")
     report = {

@@ -30,6 +30,7 @@ from medmonai.utils import PathLike, atomic_write_json, atomic_write_text
 __all__ = [
     "case_metrics",
     "summarize_cases",
+    "summary_stats",
     "segmentation_report",
     "write_segmentation_report",
     "format_summary",
@@ -120,7 +121,15 @@ def case_metrics(
     return out
 
 
-def _stats(values: Sequence[float | None]) -> dict[str, Any]:
+def summary_stats(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, population std, median, min, max and ``n`` of the finite values; ``n_undefined`` counts the others.
+
+    Args:
+        values: numbers; ``None``, NaN and infinities are left out and counted as undefined.
+
+    Returns:
+        ``{"mean", "std", "median", "min", "max", "n", "n_undefined"}`` (the statistics are None when ``n`` is 0).
+    """
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     n_missing = len(values) - len(v)
     if v.size == 0:
@@ -153,12 +162,12 @@ def summarize_cases(cases: Sequence[Mapping[str, Any]], metrics: Sequence[str] =
         if not rows:
             continue
         names = list(dict.fromkeys(k for r in rows for k in r))
-        out[m] = {name: _stats([r.get(name) for r in rows]) for name in names}
+        out[m] = {name: summary_stats([r.get(name) for r in rows]) for name in names}
         per_case_mean = []
         for r in rows:
             vals = [r.get(n) for n in names if r.get(n) is not None]
             per_case_mean.append(float(np.mean(vals)) if vals else None)
-        out[m]["mean"] = _stats(per_case_mean)
+        out[m]["mean"] = summary_stats(per_case_mean)
     return out
 
 
