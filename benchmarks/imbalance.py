@@ -152,14 +152,29 @@ def run_network_arm(
     return {"metrics": _metrics(report), "train_seconds": train_s, "predictions": str(run_dir / "runs" / "eval")}
 
 
+def gan_settings(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """What a GAN run depends on besides its datalist: a cached GAN or GAN arm is reused only when these match."""
+    return {"seed": seed, "size": args.size, "gan_epochs": args.gan_epochs, "gan_epoch_length": args.gan_epoch_length}
+
+
 def train_gan(datalist: Path, gan_dir: Path, seed: int, counts: dict[str, int], args: argparse.Namespace) -> Path:
-    """The GAN bundle on this run's training images only; enough minority images to balance the classes."""
+    """The GAN bundle on this run's training images only; enough minority images to balance the classes.
+
+    An interrupted GAN resumes from its last checkpoint; one trained with other settings (``gan_settings.json``) is
+    discarded and trained again.
+    """
     synthetic = gan_dir / "runs" / "synthetic" / "datalist.json"
     need = [max(counts.values()) - v for v in counts.values()]
-    if synthetic.is_file() and read_json(synthetic).get("seed") == seed:
-        have = np.bincount([e["label"] for e in read_json(synthetic)["training"]], minlength=len(need))
-        if all(h >= n for h, n in zip(have, need)):
-            return synthetic
+    marker = gan_dir / "gan_settings.json"
+    settings = gan_settings(seed, args)
+    if marker.is_file() and read_json(marker) == settings:
+        if synthetic.is_file() and read_json(synthetic).get("seed") == seed:
+            have = np.bincount([e["label"] for e in read_json(synthetic)["training"]], minlength=len(need))
+            if all(h >= n for h, n in zip(have, need)):
+                return synthetic
+    elif (gan_dir / "runs").exists():
+        shutil.rmtree(gan_dir / "runs")
+    atomic_write_json(marker, settings)
     common = {
         "bundle_root": str(gan_dir),
         "meta_file": str(GAN / "metadata.json"),
@@ -269,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--feature-size", type=int, default=64, help="input size of the ImageNet feature arms")
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=8)
-    p.add_argument("--gan-epochs", type=int, default=40)
+    p.add_argument("--gan-epochs", type=int, default=20, help="GAN epochs of --gan-epoch-length iterations (batch 32)")
     p.add_argument("--gan-epoch-length", type=int, default=50)
     p.add_argument("--work", type=Path, default=None, help="work folder (default /tmp/medmonai_imbalance_<name>)")
     p.add_argument("--out", type=Path, default=None)
@@ -316,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 run_dir = work / "runs" / f"{arm}_{tag}"
                 done = run_dir / "result.json"
                 key = {"arm": arm, "n": n, "seed": seed, **{k: settings[k] for k in ("network", "size", "max_epochs")}}
+                if "synthetic_mode" in NETWORK_ARMS.get(arm, {}):
+                    key["gan"] = gan_settings(seed, args)
                 if done.is_file() and read_json(done).get("key") == key:
                     rec = read_json(done)["record"]
                 else:
