@@ -50,7 +50,7 @@ from benchmarks.medmnist import DeepFeatures, build_datalist  # noqa: E402
 from medmonai.data.datalist import load_datalist, load_datalist_file, write_datalist  # noqa: E402
 from medmonai.utils import atomic_write_json, read_json  # noqa: E402
 
-__all__ = ["ARMS", "minority_datalist", "main"]
+__all__ = ["ARMS", "gan_minutes", "minority_datalist", "main"]
 
 CLS = REPO / "bundles" / "classification_2d" / "configs"
 GAN = REPO / "bundles" / "gan_augmentation" / "configs"
@@ -195,6 +195,25 @@ def train_gan(datalist: Path, gan_dir: Path, seed: int, counts: dict[str, int], 
     return synthetic
 
 
+def gan_minutes(gan_dir: Path) -> float | None:
+    """Wall-clock minutes a GAN run trained, from its TensorBoard events (so cached runs have it too).
+
+    Every trainer process (a resumed run starts a new one) writes event files named
+    ``events.out.tfevents.<start>.<host>.<pid>.<n>``; a process's time is the span of its summaries' wall times, and the
+    run's time is the sum over processes. ``None`` when the run has no events.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    spans: dict[tuple[str, str], list[float]] = {}
+    for f in sorted((gan_dir / "runs" / "tensorboard").glob("events.out.tfevents.*")):
+        parts = f.name.split(".")
+        times = [e.wall_time for e in EventFileLoader(str(f)).Load() if e.summary.value]  # not the file header
+        if times:
+            span = spans.setdefault((parts[3], parts[-2]), [min(times), max(times)])
+            span[0], span[1] = min(span[0], *times), max(span[1], *times)
+    return sum(b - a for a, b in spans.values()) / 60 if spans else None
+
+
 class Features:
     """ImageNet EfficientNet-Lite0 features of every image of the base datalist, extracted once (cached) by
     :class:`benchmarks.medmnist.DeepFeatures`, looked up by image path for the derived datalists."""
@@ -238,7 +257,10 @@ def run_feature_arm(arm: str, feats: Features, datalist: Path, run_dir: Path, se
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    keys = sorted({(r["n_minority"], r["arm"]) for r in runs}, key=lambda k: (k[0] == "all", str(k[0]), k[1]))
+    keys = sorted(
+        {(r["n_minority"], r["arm"]) for r in runs},
+        key=lambda k: (k[0] == "all", 0 if k[0] == "all" else int(k[0]), k[1]),
+    )
     for n, arm in keys:
         rs = [r for r in runs if r["n_minority"] == n and r["arm"] == arm]
         row: dict[str, Any] = {"n_minority": n, "arm": arm, "seeds": [r["seed"] for r in rs]}
@@ -249,6 +271,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["better"] = sum(1 for p in ps if p["p"] < 0.05 and p["diff"] > 0)
         row["worse"] = sum(1 for p in ps if p["p"] < 0.05 and p["diff"] < 0)
         row["train_minutes"] = float(np.mean([r["train_seconds"] for r in rs])) / 60
+        gan = [r["gan_minutes"] for r in rs if r.get("gan_minutes") is not None]
+        row["gan_minutes"] = float(np.mean(gan)) if gan else None
         rows.append(row)
     return rows
 
@@ -261,9 +285,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         vs = "" if r["arm"] == "real" else f"{r['better']} better / {r['worse']} worse"
+        gan = "" if r.get("gan_minutes") is None else f" (+ GAN {r['gan_minutes']:.1f})"
         print(
             f"| {r['n_minority']} | {r['arm']} | {len(r['seeds'])} | {cell(r['auc'])} | {cell(r['accuracy'])} | "
-            f"{cell(r['minority_recall'])} | {cell(r['majority_recall'])} | {vs} | {r['train_minutes']:.1f} |"
+            f"{cell(r['minority_recall'])} | {cell(r['majority_recall'])} | {vs} | {r['train_minutes']:.1f}{gan} |"
         )
 
 
@@ -346,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         rec = run_feature_arm(arm, feats, datalist, run_dir, seed)
                     atomic_write_json(done, {"key": key, "record": rec})
                 rec["metrics"].update(class_recalls(rec["predictions"], minority))
+                if "synthetic_mode" in NETWORK_ARMS.get(arm, {}):
+                    rec["gan_minutes"] = gan_minutes(work / "gan" / tag)  # shared by the GAN arms of this (n, seed)
                 if arm == "real":
                     real_dir = rec["predictions"]
                 elif real_dir is not None:
