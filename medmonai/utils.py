@@ -82,10 +82,14 @@ def _fsync(path: PathLike) -> None:
 
 
 def atomic_torch_save(obj: Any, path: PathLike, durable: bool = True) -> Path:
-    """``torch.save`` through :func:`atomic_write` (temporary file + rename; ``fsync`` when ``durable``)."""
+    """``torch.save`` through :func:`atomic_write` (temporary file + rename; ``fsync`` when ``durable``).
+
+    The temporary file ends in ``.tmp``, not in the checkpoint's suffix, so that no ``*.pt`` pattern (a resume
+    search, a user's ``ls``, a copy script) ever picks up the partial file a killed writer leaves behind.
+    """
     import torch
 
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), durable=durable)
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), suffix="", durable=durable)
 
 
 def remove_stale_temp_files(folder: PathLike, pattern: str = ".*.tmp*") -> list[Path]:

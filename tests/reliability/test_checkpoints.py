@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,25 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_killed_checkpoint_write_leaves_no_file_that_looks_like_a_checkpoint(tmp_path, monkeypatch):
+    from medmonai.utils import atomic_torch_save, remove_stale_temp_files
+
+    seen = []
+
+    def killed_save(obj, f):  # the process dies mid-write: a partial temporary file stays behind
+        seen.append(Path(f).name)
+        Path(f).write_bytes(b"PK\x03\x04partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"w": 1}, tmp_path / "checkpoint_epoch=2.pt")
+    assert seen and seen[0].startswith(".checkpoint_epoch=2.") and seen[0].endswith(".tmp"), seen
+    (tmp_path / seen[0]).write_bytes(b"PK\x03\x04partial")  # as SIGKILL would leave it (no cleanup ran)
+    assert list(tmp_path.glob("*.pt")) == []
+    assert [p.name for p in remove_stale_temp_files(tmp_path)] == seen
 
 
 def test_disk_saver_deletes_the_old_checkpoint_only_after_the_new_one_is_complete(tmp_path):
