@@ -24,20 +24,19 @@ __all__ = [
 PathLike = str | os.PathLike
 
 
-def atomic_write(
-    path: PathLike, writer: Callable[[str], None], suffix: str | None = None, durable: bool = False
-) -> Path:
+def atomic_write(path: PathLike, writer: Callable[[str], None], suffix: str = "", durable: bool = False) -> Path:
     """Write a file atomically: ``writer`` writes a temporary file in the same folder, which is then renamed.
 
     A crash or kill while writing never leaves a half-written ``path`` behind: ``path`` is either the old file (or
-    absent) or the complete new one. A killed writer may leave its temporary file (``.<stem>.<random>.tmp<suffix>``,
-    hidden) behind; :func:`remove_stale_temp_files` cleans them.
+    absent) or the complete new one. A killed writer may leave its temporary file (``.<stem>.<random>.tmp``,
+    hidden) behind; :func:`remove_stale_temp_files` cleans them. The temporary name does not end in the destination's
+    suffix, so that no pattern for the finished files (``*.pt``, ``*.json``) ever matches a partial one.
 
     Args:
         path: destination file.
         writer: callable that receives the temporary file name and writes the content there.
-        suffix: suffix of the temporary file (some writers pick the format from it, e.g. ``.nii.gz``);
-            defaults to the destination's full suffix.
+        suffix: appended to the temporary name (``.tmp<suffix>``), only for writers that pick the format from the
+            file name (nibabel: ``.nii.gz``); every other writer is given the format explicitly.
         durable: also ``fsync`` the file before the rename and the folder after it, so that the new content survives
             a power loss or an operating-system crash, not only a killed process (checkpoints use this).
 
@@ -46,8 +45,6 @@ def atomic_write(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix is None:
-        suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
@@ -84,12 +81,12 @@ def _fsync(path: PathLike) -> None:
 def atomic_torch_save(obj: Any, path: PathLike, durable: bool = True) -> Path:
     """``torch.save`` through :func:`atomic_write` (temporary file + rename; ``fsync`` when ``durable``).
 
-    The temporary file ends in ``.tmp``, not in the checkpoint's suffix, so that no ``*.pt`` pattern (a resume
-    search, a user's ``ls``, a copy script) ever picks up the partial file a killed writer leaves behind.
+    The temporary file ends in ``.tmp``, not in ``.pt``, so that no ``*.pt`` pattern (a resume search, a copy
+    script) ever picks up the partial file a killed writer leaves behind.
     """
     import torch
 
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), suffix="", durable=durable)
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), durable=durable)
 
 
 def remove_stale_temp_files(folder: PathLike, pattern: str = ".*.tmp*") -> list[Path]:

@@ -250,7 +250,7 @@ def _write_nifti(path: Path, volume: np.ndarray) -> None:
     import nibabel as nib
 
     img = nib.Nifti1Image(volume, np.eye(4))
-    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
+    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix="".join(path.suffixes[-2:]))
 
 
 def datalist_from_medmnist(

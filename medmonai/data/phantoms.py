@@ -1035,7 +1035,7 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float,
     img.header.set_qform(affine, code=1)
     img.header.set_sform(affine, code=1)
     img.header.set_slope_inter(slope, inter)  # explicit scaling: nibabel writes the integers unchanged
-    return atomic_write(path, lambda tmp: nib.save(img, tmp))
+    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix="".join(path.suffixes[-2:]))
 
 
 def write_case_nifti(case: PhantomCase, out_dir: PathLike) -> tuple[Path, Path]:

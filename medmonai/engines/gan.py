@@ -402,7 +402,7 @@ def save_generator(generator: torch.nn.Module, path: PathLike) -> Path:
         path: destination ``.pt`` file.
     """
     state = {k: v.detach().cpu() for k, v in _plain(generator).state_dict().items()}
-    out = atomic_write(path, lambda tmp: torch.save(state, tmp), suffix=".pt")
+    out = atomic_write(path, lambda tmp: torch.save(state, tmp))
     logger.info(f"generator saved to {out}")
     return out
 
@@ -456,7 +456,7 @@ def _write_png(path: Path, image01: np.ndarray) -> None:
     from PIL import Image
 
     pixels = np.round(np.clip(image01, 0, 1) * 255).astype(np.uint8).T  # arrays are [i, j]; PNG rows are j
-    atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG"), ".png")
+    atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG"))
 
 
 def _write_nifti(path: Path, image01: np.ndarray, spacing: Sequence[float] | None) -> None:
@@ -466,7 +466,7 @@ def _write_nifti(path: Path, image01: np.ndarray, spacing: Sequence[float] | Non
     if spacing is not None:
         affine[:3, :3] = np.diag([float(s) for s in spacing][:3])
     img = nib.Nifti1Image(np.clip(image01, 0, 1).astype(np.float32), affine)
-    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
+    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix="".join(path.suffixes[-2:]))
 
 
 def generate_synthetic(

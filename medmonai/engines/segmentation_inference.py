@@ -209,7 +209,7 @@ def write_nifti_mask(path: PathLike, label: np.ndarray, affine: np.ndarray, refe
         img.header.set_xyzt_units("mm")
         img.set_sform(np.asarray(affine, dtype=np.float64), code=1)
         img.set_qform(np.asarray(affine, dtype=np.float64), code=1)
-    return atomic_write(path, lambda tmp: nib.save(img, tmp))
+    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix="".join(Path(path).suffixes[-2:]))
 
 
 def _source_series(image: Any, series_uid: str | None) -> Any:

@@ -80,7 +80,7 @@ def _new_figure(width: float, height: float) -> Any:
 
 
 def _save_png(fig: Any, path: PathLike) -> Path:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _fmt_ci(entry: Mapping[str, Any] | None, confidence: float) -> str:

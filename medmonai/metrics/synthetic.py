@@ -334,7 +334,7 @@ def save_closest_pairs_png(
             else:
                 ax.set_title(f"real {p['real_index']}", fontsize=7)
     fig.suptitle(title or "closest synthetic (top) / real training (bottom) pairs", fontsize=9)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _per_class_fid(

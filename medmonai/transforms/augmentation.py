@@ -416,7 +416,7 @@ def save_augmentation_preview(
             if r == 0:
                 ax.set_title("original" if c == 0 else f"draw {c}", fontsize=8)
     fig.suptitle(f"augmentation '{preset}' ({spatial_dims}D)", fontsize=9)
-    path = atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    path = atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
     return {
         "out": str(path),
         "preset": preset,

@@ -58,7 +58,10 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
     target = tmp_path / "report.json"
     atomic_write_text(target, "old")
 
+    names = []
+
     def crash(tmp):
+        names.append(Path(tmp).name)
         with open(tmp, "w") as f:
             f.write("half of the new con")
         raise KeyboardInterrupt  # as a kill would, mid-write
@@ -69,6 +72,7 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    assert names[0].startswith(".report.") and names[0].endswith(".tmp"), names  # never matches *.json
 
 
 def test_a_killed_checkpoint_write_leaves_no_file_that_looks_like_a_checkpoint(tmp_path, monkeypatch):
