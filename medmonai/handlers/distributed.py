@@ -239,10 +239,20 @@ class AverageGradients:
         engine.add_event_handler(Events.STARTED, self.broadcast_state)
 
     def broadcast_state(self, _: Engine | None = None) -> None:
-        """Copy rank 0's parameters and buffers to every rank."""
+        """Copy rank 0's parameters and buffers to every rank.
+
+        Under NCCL, tensors kept on the CPU (e.g. the ``n_averaged`` counter of an ``AveragedModel``) travel through
+        the process's GPU.
+        """
+        staging = _flag_device()
         for module in self.modules:
             for t in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(t.data, src=0)
+                if t.device.type == staging.type:
+                    dist.broadcast(t.data, src=0)
+                else:
+                    on_staging = t.data.to(staging)
+                    dist.broadcast(on_staging, src=0)
+                    t.data.copy_(on_staging)
 
     @staticmethod
     def _grads(optimizer: torch.optim.Optimizer) -> Iterable[torch.Tensor]:

@@ -1,5 +1,8 @@
 """Distributed training: the bundles' multi_gpu_train.yaml under ``torchrun --nproc_per_node=2`` on CPU (gloo).
 
+The processes here never see a GPU (``CUDA_VISIBLE_DEVICES=""``), so these tests also run on a one-GPU machine; NCCL on
+a GPU is tested in ``test_gpu.py``.
+
 Also the pieces of :mod:`medmonai.handlers.distributed` in two gloo processes, and config checks that hold for every
 bundle (writers disabled on ranks > 0, ``initialize`` kept in step with train.yaml).
 """
@@ -53,28 +56,36 @@ def _cfg(bundle: str) -> Path:
     return REPO / "bundles" / bundle / "configs"
 
 
-def _env() -> dict[str, str]:
+def _env(cpu: bool = True) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes with gloo, even where a GPU is present
     if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only, whatever the host name resolves to
     return env
 
 
-def _torchrun(bundle: str, root: Path, timeout: float = 240, **overrides: Any) -> str:
-    """``torchrun --standalone --nproc_per_node=2 -m monai.bundle run`` of train.yaml + multi_gpu_train.yaml.
+def _torchrun(bundle: str, root: Path, timeout: float = 240, nproc: int = 2, cpu: bool = True, **overrides: Any) -> str:
+    """``torchrun --standalone --nproc_per_node=<nproc> -m monai.bundle run`` of train.yaml + multi_gpu_train.yaml.
 
     Returns the output; fails the test with its tail when the run fails or does not end within ``timeout`` (a rank
-    left waiting in a collective), after killing every process of the run.
+    left waiting in a collective), after killing every process of the run. ``cpu``: hide the GPUs (gloo).
     """
     cfg = _cfg(bundle)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd += ["-m", "monai.bundle", "run", "--config_file"]
     cmd += [json.dumps([str(cfg / "train.yaml"), str(cfg / "multi_gpu_train.yaml")])]
     cmd += ["--meta_file", str(cfg / "metadata.json"), "--bundle_root", str(root)]
     for k, v in overrides.items():
         cmd += [f"--{k}", json.dumps(v)]
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd,
+        cwd=REPO,
+        env=_env(cpu),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -168,6 +179,7 @@ def _handlers_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo, also on a GPU machine (CUDA is not initialized yet)
     torch.set_num_threads(1)
     from ignite.engine import Engine, Events
 
