@@ -957,7 +957,7 @@ def watch_pacs(
     keep_inputs: bool = False,
     **infer_kwargs: Any,
 ) -> dict[str, Any]:
-    """Process each new study of a PACS (C-FIND / C-GET) once, and store the SR/SEG results back (C-STORE).
+    """Process each new study of a PACS (C-FIND, then C-GET or C-MOVE) once; store the SR/SEG results back (C-STORE).
 
     A study is processed when its number of instances has not changed for ``stable_polls`` polls (0: at once),
     so that a study still being sent is not taken half. Only its image series are retrieved (derived objects
@@ -967,7 +967,7 @@ def watch_pacs(
 
     Args:
         model: from :func:`load_clinical_model`.
-        client: a :class:`medmonai.apps.pacs.PacsClient`.
+        client: a :class:`medmonai.apps.pacs.PacsClient` (retrieval by C-MOVE when it has a ``move_port``).
         out_dir: output root.
         state_file: JSON state (default ``out_dir/watch_state.json``).
         store_results: C-STORE the SR/SEG objects back.
@@ -1022,7 +1022,7 @@ def watch_pacs(
             try:
                 if not series:
                     raise ValueError(f"study {uid}: no image series in the PACS")
-                files = client.get_study(uid, work, series_uids=series)
+                files = client.retrieve(uid, work, series_uids=series)  # C-MOVE with a move_port, else C-GET
                 entry = _process_study(model, files, study_out, infer_kwargs, after=store)
             except (ValueError, RuntimeError, OSError) as e:
                 logger.error(f"study {uid} failed: {e}")

@@ -1,10 +1,12 @@
 """A small PACS client (DIMSE with ``pynetdicom``), an Orthanc REST helper and a local Orthanc launcher.
 
-* :class:`PacsClient` — C-ECHO, C-STORE, C-FIND (study, series and instance level) and C-GET against any DICOM node
-  (Orthanc, dcm4chee, a hospital PACS). Retrieved instances are written atomically as
-  ``out_dir/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``. Queries ask for UIDs, dates, modalities and counts only —
-  never for patient names or ids — and ``pynetdicom``'s own log is kept at WARNING so that no dataset dump reaches
-  the logs.
+* :class:`PacsClient` — C-ECHO, C-STORE, C-FIND (study, series and instance level), C-GET and C-MOVE against any
+  DICOM node (Orthanc, dcm4chee, a hospital PACS). C-MOVE is what most hospital PACS offer for retrieval: the PACS
+  opens its own association back to a storage SCP that :meth:`PacsClient.move_study` runs for the duration of the
+  retrieval, on the port under which our AE title is registered at the PACS. Retrieved instances are written
+  atomically as ``out_dir/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``. Queries ask for UIDs, dates, modalities and
+  counts only — never for patient names or ids — and ``pynetdicom``'s own log is kept at WARNING so that no dataset
+  dump reaches the logs.
 * :class:`OrthancRest` — read-only checks through Orthanc's REST API (``urllib``, proxies bypassed): find a study by
   its StudyInstanceUID, list its series and instances, download an instance.
 * :class:`OrthancServer` — starts the Debian/Ubuntu ``orthanc`` binary on loopback with a temporary storage folder
@@ -18,6 +20,8 @@ Example::
     pacs.store(files)                                  # C-STORE
     studies = pacs.find_studies()                      # C-FIND, [{"StudyInstanceUID": ..., ...}]
     files = pacs.get_study(studies[0]["StudyInstanceUID"], "retrieved/")   # C-GET
+    mover = PacsClient("127.0.0.1", 4242, "ORTHANC", calling_aet="MEDMONAI", move_port=11112)
+    files = mover.retrieve(studies[0]["StudyInstanceUID"], "retrieved/")     # C-MOVE (move_port set), else C-GET
 """
 
 from __future__ import annotations
@@ -152,7 +156,7 @@ def _to_dict(ds: Any, keys: Sequence[str]) -> dict[str, Any]:
 
 
 class PacsClient:
-    """DIMSE service user (C-ECHO, C-STORE, C-FIND, C-GET) for one remote DICOM node, with ``pynetdicom``.
+    """DIMSE service user (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) for one remote DICOM node, with ``pynetdicom``.
 
     Args:
         host: the node's host name or address.
@@ -160,21 +164,32 @@ class PacsClient:
         called_aet: its AE title.
         calling_aet: our AE title (the node must know it, e.g. Orthanc's ``DicomModalities``).
         timeout: seconds for connection, DIMSE replies and network reads.
+        move_port: the port of our storage SCP for C-MOVE, as registered at the node with ``calling_aet`` and this
+            host's address; when set, :meth:`retrieve` uses C-MOVE instead of C-GET.
     """
 
     def __init__(
-        self, host: str, port: int, called_aet: str, calling_aet: str = "MEDMONAI", timeout: float = 30.0
+        self,
+        host: str,
+        port: int,
+        called_aet: str,
+        calling_aet: str = "MEDMONAI",
+        timeout: float = 30.0,
+        move_port: int | None = None,
     ) -> None:
         _quiet_pynetdicom()
         self.node = DicomNode(host, int(port), called_aet)
         self.calling_aet = calling_aet
         self.timeout = float(timeout)
+        self.move_port = int(move_port) if move_port else None
 
     @classmethod
-    def from_node(cls, node: DicomNode | str, calling_aet: str = "MEDMONAI", timeout: float = 30.0) -> PacsClient:
+    def from_node(
+        cls, node: DicomNode | str, calling_aet: str = "MEDMONAI", timeout: float = 30.0, move_port: int | None = None
+    ) -> PacsClient:
         """A client for ``node`` (a :class:`DicomNode` or ``AET@HOST:PORT``)."""
         n = parse_node(node) if isinstance(node, str) else node
-        return cls(n.host, n.port, n.aet, calling_aet=calling_aet, timeout=timeout)
+        return cls(n.host, n.port, n.aet, calling_aet=calling_aet, timeout=timeout, move_port=move_port)
 
     # ------------------------------------------------------------------------------------------ association
     def _ae(self) -> Any:
@@ -306,7 +321,52 @@ class PacsClient:
         match = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
         return self._find("IMAGE", _INSTANCE_KEYS, match)
 
-    # ------------------------------------------------------------------------------------------------ get
+    # ------------------------------------------------------------------------------------------ retrieve
+    def retrieve(self, study_uid: str, out_dir: PathLike, series_uids: Sequence[str] | None = None) -> list[Path]:
+        """Retrieve a study with C-MOVE when ``move_port`` is set, else with C-GET (see those methods)."""
+        if self.move_port:
+            return self.move_study(study_uid, out_dir, series_uids=series_uids)
+        return self.get_study(study_uid, out_dir, series_uids=series_uids)
+
+    def _series_and_classes(self, study_uid: str, series_uids: Sequence[str] | None) -> tuple[list[str], set[str]]:
+        """The series to retrieve (all of the study's by default) and their storage SOP classes (C-FIND)."""
+        series = list(series_uids or [s["SeriesInstanceUID"] for s in self.find_series(study_uid)])
+        if not series:
+            raise PacsError(f"{self.node}: study {study_uid} not found (C-FIND gave no series)")
+        sop_classes: set[str] = set()
+        for s in series:
+            sop_classes.update(i["SOPClassUID"] for i in self.find_instances(study_uid, s) if i.get("SOPClassUID"))
+        return series, sop_classes or set(_COMMON_STORAGE)
+
+    @staticmethod
+    def _store_handler(out: Path, written: list[Path], failures: list[str]) -> Any:
+        """A C-STORE handler that writes each instance atomically as ``out/{series}/{sop}.dcm``, exactly as received."""
+
+        def on_store(event: Any) -> int:
+            try:
+                ds = event.dataset
+                ds.file_meta = event.file_meta
+                name = out / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+                written.append(atomic_write(name, lambda tmp: ds.save_as(tmp, enforce_file_format=True)))
+                return 0x0000
+            except Exception as e:  # noqa: BLE001 - answer the SCU with a failure status, report it below
+                failures.append(f"{type(e).__name__}: {e}")
+                return 0xA700
+
+        return on_store
+
+    def _check_retrieve_status(self, status: Any, what: str, series_uid: str) -> None:
+        """Raise :class:`PacsError` unless a C-GET / C-MOVE response is pending, success or warning."""
+        code = getattr(status, "Status", None)
+        if code is None or (code not in (0x0000, 0xFF00) and not (0xB000 <= code <= 0xBFFF)):
+            hint = ""
+            if what == "C-MOVE" and code == 0xA801:
+                hint = f"; the node does not know the move destination {self.calling_aet!r}: register it there"
+            raise PacsError(f"{self.node}: {what} of series {series_uid} failed ({_status_text(status)}){hint}")
+        failed = getattr(status, "NumberOfFailedSuboperations", None)
+        if code != 0xFF00 and failed:
+            raise PacsError(f"{self.node}: {what} of series {series_uid}: {failed} instance(s) were not delivered")
+
     def get_study(self, study_uid: str, out_dir: PathLike, series_uids: Sequence[str] | None = None) -> list[Path]:
         """C-GET a study (or some of its series) into ``out_dir/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``.
 
@@ -323,29 +383,10 @@ class PacsClient:
         from pynetdicom import build_role, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
-        series = series_uids or [s["SeriesInstanceUID"] for s in self.find_series(study_uid)]
-        if not series:
-            raise PacsError(f"{self.node}: study {study_uid} not found (C-FIND gave no series)")
-        sop_classes: set[str] = set()
-        for s in series:
-            sop_classes.update(i["SOPClassUID"] for i in self.find_instances(study_uid, s) if i.get("SOPClassUID"))
-        if not sop_classes:
-            sop_classes = set(_COMMON_STORAGE)
-        out = Path(out_dir)
+        series, sop_classes = self._series_and_classes(study_uid, series_uids)
         written: list[Path] = []
         failures: list[str] = []
-
-        def on_store(event: Any) -> int:
-            try:
-                ds = event.dataset
-                ds.file_meta = event.file_meta
-                name = out / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
-                written.append(atomic_write(name, lambda tmp: ds.save_as(tmp, enforce_file_format=True)))
-                return 0x0000
-            except Exception as e:  # noqa: BLE001 - answer the SCU with a failure status, report it below
-                failures.append(f"{type(e).__name__}: {e}")
-                return 0xA700
-
+        on_store = self._store_handler(Path(out_dir), written, failures)
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         roles = []
@@ -357,15 +398,87 @@ class PacsClient:
             for s in series:
                 query = _query_dataset("SERIES", (), {"StudyInstanceUID": study_uid, "SeriesInstanceUID": s})
                 for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
-                    code = getattr(status, "Status", None)
-                    if code is None or (code not in (0x0000, 0xFF00) and not (0xB000 <= code <= 0xBFFF)):
-                        raise PacsError(f"{self.node}: C-GET of series {s} failed ({_status_text(status)})")
+                    self._check_retrieve_status(status, "C-GET", s)
         finally:
             if assoc.is_established:
                 assoc.release()
         if failures:
             raise PacsError(f"{self.node}: {len(failures)} retrieved instance(s) could not be written: {failures[0]}")
         logger.info(f"retrieved {len(written)} instance(s) of {len(series)} series from {self.node}")
+        return written
+
+    def move_study(
+        self,
+        study_uid: str,
+        out_dir: PathLike,
+        series_uids: Sequence[str] | None = None,
+        port: int | None = None,
+        bind_address: str = "",
+    ) -> list[Path]:
+        """C-MOVE a study (or some of its series) to ourselves, into ``out_dir/{series UID}/{SOP instance UID}.dcm``.
+
+        For the duration of the call a storage SCP with our AE title listens on ``port``; the node is asked to move
+        each series to our AE title, and opens its own association to the address and port under which that AE title
+        is registered there (e.g. Orthanc's ``DicomModalities``, a hospital PACS's AE list). Every file is written
+        atomically, exactly as received.
+
+        Args:
+            study_uid: the study.
+            out_dir: output folder.
+            series_uids: only these series (default: all of the study's).
+            port: the port to listen on (default ``move_port``); it must be the one registered at the node.
+            bind_address: the address to listen on (default: every interface).
+
+        Returns:
+            The files written.
+
+        Raises:
+            ValueError: when no port is given.
+            PacsError: when the study is unknown, the port cannot be opened, the node refuses the move (e.g. an
+                unknown destination) or reports instances it could not deliver.
+        """
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom import evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+
+        port = port or self.move_port
+        if not port:
+            raise ValueError(
+                f"C-MOVE from {self.node} needs the port of our storage SCP (move_port / --move-port): the port under "
+                f"which the AE title {self.calling_aet!r} and this host are registered at the node"
+            )
+        series, sop_classes = self._series_and_classes(study_uid, series_uids)
+        written: list[Path] = []
+        failures: list[str] = []
+        scp = self._ae()
+        for sop_class in sorted(sop_classes):
+            scp.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        try:
+            server = scp.start_server(
+                (bind_address, int(port)),
+                block=False,
+                evt_handlers=[(evt.EVT_C_STORE, self._store_handler(Path(out_dir), written, failures))],
+            )
+        except OSError as e:
+            raise PacsError(f"cannot listen on port {port} for C-MOVE from {self.node}: {e}") from e
+        try:
+            ae = self._ae()
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = self._associate(ae, "C-MOVE")
+            try:
+                for s in series:
+                    query = _query_dataset("SERIES", (), {"StudyInstanceUID": study_uid, "SeriesInstanceUID": s})
+                    responses = assoc.send_c_move(query, self.calling_aet, StudyRootQueryRetrieveInformationModelMove)
+                    for status, _ in responses:
+                        self._check_retrieve_status(status, "C-MOVE", s)
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+        finally:
+            server.shutdown()
+        if failures:
+            raise PacsError(f"{self.node}: {len(failures)} moved instance(s) could not be written: {failures[0]}")
+        logger.info(f"moved {len(written)} instance(s) of {len(series)} series from {self.node} (C-MOVE)")
         return written
 
 

@@ -354,7 +354,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     else:
         from medmonai.apps.pacs import PacsClient
 
-        client = PacsClient.from_node(args.pacs, calling_aet=args.calling_aet)
+        client = PacsClient.from_node(args.pacs, calling_aet=args.calling_aet, move_port=args.move_port)
         query = {k: str(v) for k, v in _clinical_overrides(args.query).items()}
         summary = watch_pacs(
             model, client, args.out, store_results=not args.no_store, stable_polls=args.stable_polls, query=query,
@@ -367,7 +367,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 def _cmd_pacs(args: argparse.Namespace) -> int:
     from medmonai.apps.pacs import PacsClient
 
-    client = PacsClient.from_node(args.node, calling_aet=args.calling_aet)
+    client = PacsClient.from_node(args.node, calling_aet=args.calling_aet, move_port=args.move_port)
     if args.action == "echo":
         client.echo()
         print(f"{args.node}: C-ECHO ok")
@@ -383,8 +383,11 @@ def _cmd_pacs(args: argparse.Namespace) -> int:
         rows = client.find_series(args.study_uid) if args.study_uid else client.find_studies()
         print(json.dumps(rows, indent=2))
     else:
-        files = client.get_study(args.study_uid, args.out, series_uids=args.series_uid or None)
-        print(f"retrieved {len(files)} instance(s) into {args.out}")
+        if not args.study_uid:
+            raise ValueError(f"medmonai pacs {args.action}: --study-uid is required")
+        retrieve = client.move_study if args.action == "move" else client.get_study
+        files = retrieve(args.study_uid, args.out, series_uids=args.series_uid or None)
+        print(f"retrieved {len(files)} instance(s) into {args.out} ({'C-MOVE' if args.action == 'move' else 'C-GET'})")
     return 0
 
 
@@ -586,7 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     clinical_args(wa)
     src = wa.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", default=None, help="inbox folder: one study per sub-folder")
-    src.add_argument("--pacs", default=None, metavar="AET@HOST:PORT", help="PACS to poll (C-FIND, C-GET)")
+    src.add_argument("--pacs", default=None, metavar="AET@HOST:PORT", help="PACS to poll (C-FIND, C-GET/C-MOVE)")
+    wa.add_argument(
+        "--move-port", type=int, default=None, help="PACS: retrieve by C-MOVE to our storage SCP on this port"
+    )
     wa.add_argument("--state", default=None, help="state file (default OUT/watch_state.json)")
     wa.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
     wa.add_argument("--once", action="store_true", help="one poll, then exit")
@@ -597,14 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--retry-failed", action="store_true", help="process failed studies again")
     wa.set_defaults(func=_cmd_watch)
 
-    pa = sub.add_parser("pacs", help="DICOM network: echo, store, find, get (pynetdicom)")
-    pa.add_argument("action", choices=("echo", "store", "find", "get"))
+    pa = sub.add_parser("pacs", help="DICOM network: echo, store, find, get, move (pynetdicom)")
+    pa.add_argument("action", choices=("echo", "store", "find", "get", "move"))
     pa.add_argument("node", metavar="AET@HOST:PORT", help="the PACS, e.g. ORTHANC@127.0.0.1:4242")
     pa.add_argument("paths", nargs="*", help="store: files or folders")
-    pa.add_argument("--study-uid", default=None, help="find: list this study's series; get: the study to retrieve")
-    pa.add_argument("--series-uid", action="append", default=None, help="get: only these series")
-    pa.add_argument("--out", default="retrieved", help="get: output folder")
+    pa.add_argument("--study-uid", default=None, help="find: list this study's series; get/move: the study")
+    pa.add_argument("--series-uid", action="append", default=None, help="get/move: only these series")
+    pa.add_argument("--out", default="retrieved", help="get/move: output folder")
     pa.add_argument("--calling-aet", default="MEDMONAI", help="our AE title")
+    pa.add_argument(
+        "--move-port", type=int, default=None, help="move: our storage SCP's port, as registered at the PACS"
+    )
     pa.set_defaults(func=_cmd_pacs)
     return p
 

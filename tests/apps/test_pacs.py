@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from medmonai.apps.clinical import infer_dicom, load_clinical_model, read_classification_sr, result_files, watch_pacs
-from medmonai.apps.pacs import OrthancRest, OrthancServer, PacsClient, PacsError, find_orthanc, parse_node
+from medmonai.apps.pacs import OrthancRest, OrthancServer, PacsClient, PacsError, find_orthanc, free_port, parse_node
 from medmonai.cli.main import main
 from tests.apps._clinical_data import (
     PATIENT_ID,
@@ -161,6 +161,40 @@ def test_watch_pacs_processes_a_new_study_once_and_stores_the_results(orthanc, p
     )  # fmt: skip
     assert rc == 0
     assert len(_orthanc_objects(rest, study_uid, "SR")) == n_series
+
+
+def test_c_move_retrieves_what_was_stored(orthanc, pacs, tmp_path_factory, tmp_path):
+    """C-MOVE to our own storage SCP (the port Orthanc has for our AE title), through the CLI and ``retrieve``."""
+    root = trained_classifier(tmp_path_factory)
+    study = copy_study(subject_dirs(root)[-1], tmp_path / "study")
+    sources = _sources(study)
+    study_uid = next(iter(sources.values())).StudyInstanceUID
+    series_uids = {ds.SeriesInstanceUID for ds in sources.values()}
+    pacs.store(sorted(study.glob("*.dcm")))
+    node = f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
+    rc = main(
+        ["pacs", "move", node, "--study-uid", study_uid, "--out", str(tmp_path / "moved"),
+         "--calling-aet", orthanc.client_aet, "--move-port", str(orthanc.client_port)]
+    )  # fmt: skip
+    assert rc == 0
+    moved = sorted((tmp_path / "moved").rglob("*.dcm"))
+    assert {p.parent.name for p in moved} == series_uids
+    assert sorted(pydicom.dcmread(p).SOPInstanceUID for p in moved) == sorted(sources)
+    for path in moved:
+        ds = pydicom.dcmread(path)
+        assert ds.PixelData == sources[ds.SOPInstanceUID].PixelData and ds.StudyInstanceUID == study_uid
+    # retrieve() uses C-MOVE when the client has a move port; one series only
+    mover = PacsClient.from_node(node, calling_aet=orthanc.client_aet, move_port=orthanc.client_port)
+    one = sorted(series_uids)[0]
+    files = mover.retrieve(study_uid, tmp_path / "one", series_uids=[one])
+    assert files and {p.parent.name for p in files} == {one}
+    with pytest.raises(ValueError, match="move_port"):
+        pacs.move_study(study_uid, tmp_path / "no_port")
+    # listening on a port the PACS does not send to: the PACS cannot deliver, and says so
+    elsewhere = PacsClient.from_node(node, calling_aet=orthanc.client_aet, timeout=20, move_port=free_port())
+    with pytest.raises(PacsError, match="C-MOVE"):
+        elsewhere.move_study(study_uid, tmp_path / "elsewhere")
+    assert not list((tmp_path / "elsewhere").rglob("*.dcm"))
 
 
 def test_pacs_errors_are_clear(orthanc, tmp_path):
