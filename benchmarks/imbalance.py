@@ -23,7 +23,10 @@ arm reaches 95 % of the all-data AUC (``real`` with every minority image).
 Works on a MedMNIST ``.npz`` (``--npz``; official splits) or on any medmonai datalist with ``training``,
 ``validation`` and ``test`` splits (``--datalist``, e.g. one built by ``medmonai datalist`` from an image folder).
 Finished runs are reused on a re-run with the same ``--work`` (each run's ``result.json``); the JSON (``--out``) is
-rewritten atomically after every run.
+rewritten atomically after every run. A (n, seed) cell whose every arm is already in the existing ``--out`` JSON, run
+with the same settings (:data:`REUSE_SETTINGS`), is taken from it as it stands, so a grid can be completed in several
+sessions or on several machines (each cell's work folder is only needed until its cell is in the JSON); ``--merge``
+names more such JSONs (e.g. from another machine) whose complete cells are taken too.
 
     PYTHONPATH=. python benchmarks/imbalance.py --npz ../shared/data/medmnist/breastmnist.npz --quick
     PYTHONPATH=. python benchmarks/imbalance.py --npz ../shared/data/medmnist/breastmnist.npz \\
@@ -50,11 +53,21 @@ from benchmarks.medmnist import DeepFeatures, build_datalist  # noqa: E402
 from medmonai.data.datalist import load_datalist, load_datalist_file, write_datalist  # noqa: E402
 from medmonai.utils import atomic_write_json, read_json  # noqa: E402
 
-__all__ = ["ARMS", "gan_minutes", "minority_datalist", "main"]
+__all__ = ["ARMS", "REUSE_SETTINGS", "gan_minutes", "minority_datalist", "previous_cells", "main"]
 
 CLS = REPO / "bundles" / "classification_2d" / "configs"
 GAN = REPO / "bundles" / "gan_augmentation" / "configs"
 ARMS: tuple[str, ...] = ("real", "weighted", "classical", "gan", "classical_gan", "feature_gan", "features_real")
+#: settings that must match for a cell of an existing ``--out`` JSON to be reused
+REUSE_SETTINGS: tuple[str, ...] = (
+    "network",
+    "size",
+    "feature_size",
+    "max_epochs",
+    "patience",
+    "gan_epochs",
+    "gan_epoch_length",
+)
 #: bundle overrides of the network arms (on top of the common ones)
 NETWORK_ARMS: dict[str, dict[str, Any]] = {
     "real": {"class_weights": "none", "balanced_sampler": False, "augment_level": "none"},
@@ -255,6 +268,35 @@ def run_feature_arm(arm: str, feats: Features, datalist: Path, run_dir: Path, se
     return {"metrics": _metrics(report), "train_seconds": fit_s, "predictions": str(run_dir / "eval")}
 
 
+def previous_cells(
+    out: Path, name: str, minority: int, settings: dict[str, Any], arms: Sequence[str]
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """The complete (n, seed) cells of an existing result JSON that was run with the same settings.
+
+    Args:
+        out: the ``--out`` JSON (absent: nothing to reuse).
+        name: the data set's name; a JSON of another data set is not reused.
+        minority: the minority class index; it must match.
+        settings: this run's settings; :data:`REUSE_SETTINGS` must match.
+        arms: the arms of this run; a cell is reused only when it holds every one of them.
+
+    Returns:
+        ``{(n_minority as written in the JSON, seed): [records in arm order]}``.
+    """
+    if not out.is_file():
+        return {}
+    prev = read_json(out)
+    old = prev.get("settings", {})
+    if prev.get("dataset") != name or prev.get("minority_class") != minority:
+        return {}
+    if any(old.get(k) != settings.get(k) for k in REUSE_SETTINGS):
+        return {}
+    cells: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for rec in prev.get("runs", []):
+        cells.setdefault((str(rec["n_minority"]), int(rec["seed"])), {})[rec["arm"]] = rec
+    return {k: [v[a] for a in arms] for k, v in cells.items() if all(a in v for a in arms)}
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     keys = sorted(
@@ -313,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--gan-epoch-length", type=int, default=50)
     p.add_argument("--work", type=Path, default=None, help="work folder (default /tmp/medmonai_imbalance_<name>)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--merge", default="", help="comma list of more result JSONs whose complete cells are reused (same settings)"
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: n=10, one seed, 1 epoch, a tiny GAN")
     args = p.parse_args(argv)
     if args.quick:
@@ -344,12 +389,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"dataset": name, "base_datalist": str(base), "minority_class": minority}
     result["settings"] = settings
     result["protocol"] = "all majority + n minority training images; validation/test unchanged; test used once per run"
+    reuse: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    if not args.quick:
+        for prev in [out, *(Path(m) for m in args.merge.split(",") if m.strip())]:
+            reuse = previous_cells(prev, name, minority, settings, arms) | reuse  # --out first, then --merge order
     result["runs"] = []
     feats: Features | None = None
     for n in ns:
         for seed in seeds:
-            datalist, counts = minority_datalist(base, n, seed, minority)
             tag = f"n{'all' if n is None else n}_seed{seed}"
+            if (str("all" if n is None else n), seed) in reuse:
+                print(f"--> {tag}: reused from an earlier result JSON")
+                result["runs"].extend(reuse[(str("all" if n is None else n), seed)])
+                result["summary"] = summarise(result["runs"])
+                atomic_write_json(out, result)
+                continue
+            datalist, counts = minority_datalist(base, n, seed, minority)
             synthetic = None
             real_dir = None
             for arm in arms:

@@ -62,3 +62,21 @@ def test_gan_minutes_sums_the_event_spans_of_each_trainer_process(tmp_path):
             f.rename(tb / ".".join(parts))
     assert len(list(tb.iterdir())) == 3
     assert gan_minutes(tmp_path / "gan") == pytest.approx(3.0)
+
+
+def test_previous_cells_reuses_only_complete_cells_run_with_the_same_settings(tmp_path):
+    from benchmarks.imbalance import REUSE_SETTINGS, previous_cells
+
+    settings = {k: 1 for k in REUSE_SETTINGS} | {"seeds": "0,1"}  # seeds may differ between runs
+    runs = [{"arm": a, "n_minority": n, "seed": s} for n in (10, "all") for s in (0, 1) for a in ("real", "gan")]
+    runs = [r for r in runs if not (r["n_minority"] == 10 and r["seed"] == 1 and r["arm"] == "gan")]  # incomplete
+    out = tmp_path / "result.json"
+    out.write_text(json.dumps({"dataset": "toy", "minority_class": 0, "settings": settings, "runs": runs}))
+    cells = previous_cells(out, "toy", 0, settings | {"seeds": "2"}, ["real", "gan"])
+    assert sorted(cells) == [("10", 0), ("all", 0), ("all", 1)]
+    assert [r["arm"] for r in cells[("all", 1)]] == ["real", "gan"]
+    assert previous_cells(out, "toy", 0, settings, ["real", "gan", "weighted"]) == {}  # an arm never run
+    assert previous_cells(out, "toy", 0, settings | {"max_epochs": 2}, ["real"]) == {}  # other settings
+    assert previous_cells(out, "other", 0, settings, ["real"]) == {}
+    assert previous_cells(out, "toy", 1, settings, ["real"]) == {}
+    assert previous_cells(tmp_path / "absent.json", "toy", 0, settings, ["real"]) == {}
