@@ -367,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         p.error(f"unknown arms {unknown}; valid: {list(ARMS)}")
+    merge = [Path(m.strip()) for m in args.merge.split(",") if m.strip()]
+    missing = [str(m) for m in merge if not m.is_file()]
+    if missing:
+        p.error(f"--merge: no such result JSON: {', '.join(missing)}")
     if "real" not in arms:
         arms.insert(0, "real")  # every comparison is against it
     name = (args.npz or args.datalist).stem.lower()
@@ -391,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["protocol"] = "all majority + n minority training images; validation/test unchanged; test used once per run"
     reuse: dict[tuple[str, int], list[dict[str, Any]]] = {}
     if not args.quick:
-        for prev in [out, *(Path(m) for m in args.merge.split(",") if m.strip())]:
+        for prev in [out, *merge]:
             reuse = previous_cells(prev, name, minority, settings, arms) | reuse  # --out first, then --merge order
     result["runs"] = []
     feats: Features | None = None

@@ -80,3 +80,12 @@ def test_previous_cells_reuses_only_complete_cells_run_with_the_same_settings(tm
     assert previous_cells(out, "other", 0, settings, ["real"]) == {}
     assert previous_cells(out, "toy", 1, settings, ["real"]) == {}
     assert previous_cells(tmp_path / "absent.json", "toy", 0, settings, ["real"]) == {}
+
+
+def test_missing_merge_json_is_a_clear_error(tmp_path, capsys):
+    from benchmarks.imbalance import main
+
+    with pytest.raises(SystemExit):
+        main(["--datalist", str(_write_datalist(tmp_path)), "--merge", str(tmp_path / "gone.json")])
+    err = capsys.readouterr().err
+    assert "no such result JSON" in err and "gone.json" in err
