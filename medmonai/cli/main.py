@@ -103,6 +103,7 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
             classes=classes,
             on_error="skip" if args.skip_bad else "raise",
             progress=not args.quiet,
+            pseudonym_key=builders.read_pseudonym_key(args.pseudonym_key_file) if args.pseudonym_key_file else None,
         )
         return _write_and_report(dl, Path(args.out), problems)
     if src == "msd":
@@ -443,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--label-col", default="label")
     d.add_argument("--classes", default=None)
     d.add_argument("--skip-bad", action="store_true", help="skip bad files/series and report them instead of failing")
+    d.add_argument(
+        "--pseudonym-key-file",
+        default=None,
+        help="file holding a secret key: subject = keyed pseudonym (HMAC-SHA256) of the PatientID, not the PatientID",
+    )
     s = dsub.add_parser("msd", help="Medical Segmentation Decathlon layout (dataset.json, imagesTr, labelsTr)")
     s.add_argument("folder")
     s.add_argument("--out", required=True)

@@ -23,6 +23,8 @@ from medmonai.data.builders import (
     datalist_from_image_folder,
     datalist_from_medmnist,
     datalist_from_msd,
+    pseudonym,
+    read_pseudonym_key,
 )
 from medmonai.data.datalist import (
     DatalistError,
@@ -66,6 +68,8 @@ __all__ = [
     "load_datalist_file",
     "make_datalist",
     "plan_from_fingerprint",
+    "pseudonym",
+    "read_pseudonym_key",
     "scan_dicom_folder",
     "validate_entries",
     "write_datalist",

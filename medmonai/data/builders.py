@@ -17,6 +17,8 @@ Supported sources:
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import os
 import re
 from collections.abc import Sequence
@@ -31,12 +33,15 @@ from medmonai.utils import PathLike, atomic_write, read_json
 __all__ = [
     "MEDMNIST_CLASSES",
     "IMAGE_EXTENSIONS",
+    "MIN_PSEUDONYM_KEY_BYTES",
     "SPLIT_FOLDER_NAMES",
     "datalist_from_medmnist",
     "datalist_from_image_folder",
     "datalist_from_csv",
     "datalist_from_dicom_folder",
     "datalist_from_msd",
+    "pseudonym",
+    "read_pseudonym_key",
 ]
 
 _ORGAN = [
@@ -591,14 +596,16 @@ def datalist_from_dicom_folder(
     classes: Sequence[str] | None = None,
     on_error: Literal["raise", "skip"] = "raise",
     progress: bool = True,
+    pseudonym_key: bytes | None = None,
 ) -> tuple[dict[str, Any], list[Problem]]:
     """Build a datalist with one entry per valid DICOM series found (recursively) in a folder.
 
     The ``image`` of an entry is the series folder when that folder (not counting sub-folders) holds exactly the
     series' files (plus files skipped by design, such as DICOMDIR) and nothing bad, else the explicit list of the
     series' files in slice order; both load with :class:`medmonai.data.dicom.DicomSeriesReader`. ``subject`` is
-    the PatientID; metadata comes from :meth:`medmonai.data.dicom.SeriesInfo.to_entry_metadata` (no patient
-    name or id beyond ``subject``).
+    the PatientID, or with ``pseudonym_key`` its keyed pseudonym (:func:`pseudonym`), so that the datalist holds no
+    patient identifier while leave-one-subject-out still groups a patient's series; metadata comes from
+    :meth:`medmonai.data.dicom.SeriesInfo.to_entry_metadata` (no patient name or id beyond ``subject``).
 
     Args:
         folder: the DICOM folder.
@@ -610,6 +617,8 @@ def datalist_from_dicom_folder(
         on_error: ``"raise"``: a bad file/series or a series without a label row raises; ``"skip"``: they are
             left out and reported.
         progress: show a progress bar while reading headers.
+        pseudonym_key: secret key (see :func:`read_pseudonym_key`); when given, ``subject`` is
+            ``pseudonym(PatientID, key)`` instead of the PatientID (the labels CSV is still joined on the raw key).
 
     Returns:
         ``(datalist, problems)``: problems are the DICOM problems (including files skipped by design, with
@@ -688,6 +697,8 @@ def datalist_from_dicom_folder(
                     -1, s.folder, f"series {s.series_uid}: no PatientID, subject set to StudyInstanceUID", "subject"
                 )
             )
+        if pseudonym_key is not None:
+            subject = pseudonym(subject, pseudonym_key)
         entries.append(
             {"image": s.folder if exclusive else list(s.files), **entry, "subject": subject, **s.to_entry_metadata()}
         )
@@ -699,14 +710,54 @@ def datalist_from_dicom_folder(
                 )
     if not entries:
         raise DatalistError(f"{folder}: no series left after joining labels from {labels_csv}")
+    description = f"DICOM series found in {folder}" + (f", labels from {labels_csv} by {key}" if labels_csv else "")
+    if pseudonym_key is not None:
+        description += "; subject = keyed pseudonym of the PatientID (HMAC-SHA256)"
     datalist = make_datalist(
-        {"training": entries},
-        classes=classes_out,
-        name=folder.name,
-        description=f"DICOM series found in {folder}" + (f", labels from {labels_csv} by {key}" if labels_csv else ""),
-        tensorImageSize="3D",
+        {"training": entries}, classes=classes_out, name=folder.name, description=description, tensorImageSize="3D"
     )
     return datalist, problems
+
+
+#: bytes of a pseudonym key below which :func:`read_pseudonym_key` refuses it (a short key can be guessed)
+MIN_PSEUDONYM_KEY_BYTES = 16
+
+
+def pseudonym(value: str, key: bytes) -> str:
+    """Keyed pseudonym of an identifier (e.g. a PatientID): ``sub-`` + the first 16 hex digits of HMAC-SHA256.
+
+    The same value and key always give the same pseudonym, so a patient's series stay grouped across datalists
+    built with one key; without the key the identifier cannot be recovered or confirmed by hashing guesses (a plain
+    hash of a PatientID could be, since PatientIDs are short and structured).
+
+    Args:
+        value: the identifier.
+        key: the secret key (keep it outside the data and the datalist).
+
+    Returns:
+        ``"sub-" + 16 hex digits``.
+    """
+    return "sub-" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def read_pseudonym_key(path: PathLike) -> bytes:
+    """Read a pseudonym key from a file (surrounding whitespace stripped), so it stays out of shell histories.
+
+    Raises:
+        DatalistError: naming the file, when it is missing, unreadable or holds fewer than
+            :data:`MIN_PSEUDONYM_KEY_BYTES` bytes.
+    """
+    path = Path(path)
+    try:
+        key = path.read_bytes().strip()
+    except OSError as e:
+        raise DatalistError(f"{path}: cannot read the pseudonym key ({e.strerror or e})") from e
+    if len(key) < MIN_PSEUDONYM_KEY_BYTES:
+        raise DatalistError(
+            f"{path}: the pseudonym key has {len(key)} bytes; use at least {MIN_PSEUDONYM_KEY_BYTES} random bytes "
+            '(e.g. `python -c "import secrets; print(secrets.token_hex(32))" > key.txt`)'
+        )
+    return key
 
 
 # ------------------------------------------------------------------------------------------------------ MSD

@@ -46,6 +46,19 @@ def test_phantoms_check_fingerprint_datalist_on_2d_phantoms(tmp_path, capsys):
     assert len(entries) == len(truth["training"])
     by_subject = {e["subject"]: e["label"] for e in truth["training"]}
     assert all(e["label"] == by_subject[e["subject"]] for e in entries)
+    # the same with pseudonymised subjects: same labels and grouping, no PatientID in the datalist
+    key = tmp_path / "key.txt"
+    key.write_text("a-long-enough-secret-key-for-the-test")
+    dl_p = tmp_path / "dicom_pseudo.json"
+    argv = ["-q", "datalist", "dicom", str(out / "dicom"), "--labels-csv", str(labels), "--out", str(dl_p)]
+    assert main(argv + ["--classes", ",".join(classes), "--pseudonym-key-file", str(key)]) == 0
+    pseudo = load_datalist(dl_p)
+    assert [e["label"] for e in pseudo] == [e["label"] for e in entries]
+    raw_to_pseudo = {e["subject"]: p["subject"] for e, p in zip(entries, pseudo)}
+    assert len(set(raw_to_pseudo.values())) == len(raw_to_pseudo) and not set(raw_to_pseudo) & set(
+        raw_to_pseudo.values()
+    )
+    assert main(argv + ["--pseudonym-key-file", str(tmp_path / "no_key.txt")]) != 0
 
 
 def test_bad_input_gives_one_clear_error(tmp_path, capsys):

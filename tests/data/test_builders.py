@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -415,3 +416,31 @@ def test_medmnist_tree_reads_back_with_the_folder_builder(tmp_path):
         a = sorted((e["image"], e["label"]) for e in dl[split])
         b = sorted((str(e["image"]), e["label"]) for e in again[split])
         assert a == b
+
+
+def test_dicom_folder_pseudonymised_subjects(dicom_tree, tmp_path):
+    from medmonai.data.builders import pseudonym, read_pseudonym_key
+
+    root, (s1, s2, s3, s4) = dicom_tree
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("0123456789abcdef0123456789abcdef\n")
+    key = read_pseudonym_key(key_file)
+    assert key == b"0123456789abcdef0123456789abcdef"  # whitespace stripped
+    csv_p = _write_csv(tmp_path / "labels.csv", ["PatientID", "label"], [["P1", "tumour"], ["P2", "normal"]])
+    dl, problems = datalist_from_dicom_folder(root, csv_p, key="PatientID", progress=False, pseudonym_key=key)
+    assert problems == []
+    subject = {e["SeriesInstanceUID"]: e["subject"] for e in dl["training"]}
+    label = {e["SeriesInstanceUID"]: e["label"] for e in dl["training"]}
+    # the CSV still joins on the raw PatientID; a patient's series share one pseudonym, patients differ
+    assert label == {s1.series_uid: 1, s2.series_uid: 0, s3.series_uid: 0, s4.series_uid: 0}
+    assert subject[s2.series_uid] == subject[s3.series_uid] == subject[s4.series_uid] != subject[s1.series_uid]
+    assert subject[s1.series_uid] == pseudonym("P1", key) and re.fullmatch(r"sub-[0-9a-f]{16}", subject[s1.series_uid])
+    text = json.dumps(dl)
+    assert '"P1"' not in text and '"P2"' not in text and "pseudonym" in dl["description"]
+    assert pseudonym("P1", key) != pseudonym("P1", b"another key of 16+ bytes")  # keyed, not a plain hash
+    # a missing or short key file is a clear error naming the file
+    with pytest.raises(DatalistError, match=r"absent.txt: cannot read the pseudonym key"):
+        read_pseudonym_key(tmp_path / "absent.txt")
+    (tmp_path / "short.txt").write_text("secret")
+    with pytest.raises(DatalistError, match=r"short.txt: the pseudonym key has 6 bytes"):
+        read_pseudonym_key(tmp_path / "short.txt")
