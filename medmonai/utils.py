@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ __all__ = [
     "atomic_write_json",
     "file_signature",
     "atomic_torch_save",
+    "to_cpu",
     "remove_stale_temp_files",
     "read_json",
     "shared_data_dir",
@@ -78,14 +80,49 @@ def _fsync(path: PathLike) -> None:
         os.close(fd)
 
 
-def atomic_torch_save(obj: Any, path: PathLike, durable: bool = True) -> Path:
-    """``torch.save`` through :func:`atomic_write` (temporary file + rename; ``fsync`` when ``durable``).
+def to_cpu(obj: Any) -> Any:
+    """A copy of ``obj`` (nested dicts, lists, tuples) with every tensor on the CPU; everything else as it is.
 
-    The temporary file ends in ``.tmp``, not in ``.pt``, so that no ``*.pt`` pattern (a resume search, a copy
-    script) ever picks up the partial file a killed writer leaves behind.
+    Tensors already on the CPU are kept (not copied); tensors shared between entries stay shared, and a state
+    dict's ``_metadata`` (read by ``load_state_dict``) is kept.
     """
     import torch
 
+    memo: dict[int, Any] = {}
+
+    def conv(o: Any) -> Any:
+        if isinstance(o, torch.Tensor):
+            if o.device.type == "cpu":
+                return o
+            if id(o) not in memo:
+                memo[id(o)] = o.detach().cpu()
+            return memo[id(o)]
+        if isinstance(o, dict):
+            out = type(o)() if type(o) in (dict, OrderedDict) else {}
+            out.update((k, conv(v)) for k, v in o.items())
+            if hasattr(o, "_metadata"):
+                out._metadata = o._metadata  # type: ignore[attr-defined]
+            return out
+        if isinstance(o, list):
+            return [conv(v) for v in o]
+        if isinstance(o, tuple) and not hasattr(o, "_fields"):
+            return tuple(conv(v) for v in o)
+        return o
+
+    return conv(obj)
+
+
+def atomic_torch_save(obj: Any, path: PathLike, durable: bool = True, cpu: bool = True) -> Path:
+    """``torch.save`` through :func:`atomic_write` (temporary file + rename; ``fsync`` when ``durable``).
+
+    The temporary file ends in ``.tmp``, not in ``.pt``, so that no ``*.pt`` pattern (a resume search, a copy
+    script) ever picks up the partial file a killed writer leaves behind. With ``cpu`` (default) tensors are saved
+    on the CPU (:func:`to_cpu`), so a checkpoint written on a GPU loads on a machine without one with a plain
+    ``torch.load(path, weights_only=True)``, no ``map_location`` needed.
+    """
+    import torch
+
+    obj = to_cpu(obj) if cpu else obj
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), durable=durable)
 
 

@@ -148,7 +148,7 @@ class FeatureGAN:
 
     def save(self, path: PathLike) -> None:
         """Save the generator weights and the standardisation (atomically; load with :meth:`load`)."""
-        from medmonai.utils import atomic_write
+        from medmonai.utils import atomic_torch_save
 
         if self.generator is None:
             raise RuntimeError("FeatureGAN.save() before fit()")
@@ -160,7 +160,7 @@ class FeatureGAN:
                 [self.feature_dim_, self.num_classes_, self.latent_dim, self.hidden, self.n_layers]
             ),
         }
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_torch_save(state, path)
 
     @classmethod
     def load(cls, path: PathLike, device: str | torch.device = "cpu") -> FeatureGAN:

@@ -228,3 +228,44 @@ def test_bundles_write_checkpoints_only_through_atomic_savers():
         walk(yaml.safe_load(path.read_text()))
     assert "medmonai.handlers.checkpoint.AtomicCheckpointSaver" in targets
     assert not [t for t in targets if t.split(".")[-1] in ("CheckpointSaver", "DiskSaver")]
+
+
+def test_checkpoints_are_saved_with_cpu_tensors_and_keep_their_structure(tmp_path, monkeypatch):
+    from collections import OrderedDict
+
+    from medmonai.utils import atomic_torch_save, to_cpu
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    shared = torch.ones(2)
+    ckpt = {"network": net.state_dict(), "optimizer": opt.state_dict(), "pair": (shared, shared), "n": 3, "s": "x"}
+    out = to_cpu(ckpt)
+    assert out["network"] is not ckpt["network"] and isinstance(out["network"], OrderedDict)
+    assert out["network"]._metadata == ckpt["network"]._metadata  # load_state_dict reads it (BatchNorm versions)
+    assert out["network"]["0.weight"] is ckpt["network"]["0.weight"]  # CPU tensors are not copied
+    assert out["pair"][0] is out["pair"][1] and out["n"] == 3 and out["s"] == "x"
+    # a tensor on another device is moved once, and stays shared (a stand-in that claims to be on cuda:0 and records
+    # its .cpu() calls: this machine has no GPU; tests/bundles/test_gpu.py checks real CUDA checkpoints)
+    moved = []
+
+    class OnGpu(torch.Tensor):
+        @property
+        def device(self):
+            return torch.device("cuda", 0)
+
+        def cpu(self, *args, **kwargs):
+            moved.append(self)
+            return torch.Tensor.cpu(self)
+
+    gpu = torch.zeros(2).as_subclass(OnGpu)
+    res = to_cpu({"a": gpu, "b": [gpu]})
+    assert len(moved) == 1 and res["a"] is res["b"][0] and res["a"] is not gpu
+    # saved and loaded with plain torch.load: the network and optimizer load back
+    path = atomic_torch_save(ckpt, tmp_path / "checkpoint_epoch=1.pt")
+    back = torch.load(path, weights_only=True)
+    net2 = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    net2.load_state_dict(back["network"])
+    torch.optim.Adam(net2.parameters()).load_state_dict(back["optimizer"])
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
