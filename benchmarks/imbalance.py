@@ -402,9 +402,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for n in ns:
         for seed in seeds:
             tag = f"n{'all' if n is None else n}_seed{seed}"
-            if (str("all" if n is None else n), seed) in reuse:
+            cell = ("all" if n is None else str(n), seed)
+            if cell in reuse:
                 print(f"--> {tag}: reused from an earlier result JSON")
-                result["runs"].extend(reuse[(str("all" if n is None else n), seed)])
+                result["runs"].extend(reuse[cell])
                 result["summary"] = summarise(result["runs"])
                 atomic_write_json(out, result)
                 continue

@@ -84,7 +84,8 @@ def to_cpu(obj: Any) -> Any:
     """A copy of ``obj`` (nested dicts, lists, tuples) with every tensor on the CPU; everything else as it is.
 
     Tensors already on the CPU are kept (not copied); tensors shared between entries stay shared, and a state
-    dict's ``_metadata`` (read by ``load_state_dict``) is kept.
+    dict's ``_metadata`` (the module versions ``load_state_dict`` migrates by) is kept, which
+    ``ignite.utils.convert_tensor`` would drop.
     """
     import torch
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from monai.engines import GanTrainer
 
-from medmonai.utils import PathLike, atomic_write
+from medmonai.utils import PathLike, atomic_torch_save, atomic_write
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -401,8 +401,7 @@ def save_generator(generator: torch.nn.Module, path: PathLike) -> Path:
         generator: the generator, or its ``AveragedModel`` (the averaged weights are saved).
         path: destination ``.pt`` file.
     """
-    state = {k: v.detach().cpu() for k, v in _plain(generator).state_dict().items()}
-    out = atomic_write(path, lambda tmp: torch.save(state, tmp))
+    out = atomic_torch_save(_plain(generator).state_dict(), path)  # CPU tensors
     logger.info(f"generator saved to {out}")
     return out
 
