@@ -57,16 +57,18 @@ CNN_METHODS: dict[str, dict[str, Any]] = {
         "network_name": "efficientnet_lite0",
         "pretrained": "imagenet",
         "strategy": "feature_extractor",
-        "input_affine": [2, -1],
+        "input_affine": "auto",
     },
     "lite0_finetune_all": {
         "network_name": "efficientnet_lite0",
         "pretrained": "imagenet",
         "strategy": "finetune_all",
-        "input_affine": [2, -1],
+        "input_affine": "auto",
     },
 }
 METHODS: tuple[str, ...] = (*CNN_METHODS, "deep_features_logreg")
+#: Training images fingerprinted to choose the deep-features channels (grey or RGB).
+FINGERPRINT_SAMPLE = 500
 #: Methods on ImageNet weights (their input size is ``--pretrained-size``).
 PRETRAINED_METHODS = frozenset(m for m, o in CNN_METHODS.items() if o["pretrained"]) | {"deep_features_logreg"}
 
@@ -194,14 +196,24 @@ class DeepFeatures:
     def __init__(self, datalist: Path, size: int, work: Path) -> None:
         import torch
 
+        from medmonai.data.fingerprint import compute_fingerprint, plan_from_fingerprint
         from medmonai.engines.features import extract_features
         from medmonai.networks.factory import build_network
+        from medmonai.transforms.intensity import normalized_range
         from medmonai.transforms.preprocessing import build_preprocessing
 
-        net = build_network("efficientnet_lite0", pretrained="imagenet", input_affine=[2, -1], in_channels=1)
+        # channels from the data (MedMNIST has grey and colour sets): a fingerprint of the first training images
+        entries = load_datalist(datalist, "training")[:FINGERPRINT_SAMPLE]
+        plan = plan_from_fingerprint(compute_fingerprint(entries, progress=False))
+        self.in_channels = int(plan["in_channels"])
+        print(next(r for r in plan["reasons"] if r.startswith("channels")))
+        net = build_network(
+            "efficientnet_lite0", pretrained="imagenet", in_channels=self.in_channels,
+            input_affine="auto", input_range=normalized_range("scale255"),
+        )  # fmt: skip
         transform = build_preprocessing(
             keys=("image",), spatial_dims=2, spatial_size=[size, size], size_mode="resize", normalization="scale255",
-            channels=1,
+            channels=self.in_channels,
         )  # fmt: skip
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.features: dict[str, np.ndarray] = {}

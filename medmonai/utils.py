@@ -20,6 +20,7 @@ __all__ = [
     "remove_stale_temp_files",
     "read_json",
     "shared_data_dir",
+    "safe_output_path",
     "PathLike",
 ]
 
@@ -179,10 +180,14 @@ def read_json(
     if not path.is_file():
         raise (missing_error or error)(f"{path}: {what} does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark (BOM) is accepted
             return json.load(f)
     except json.JSONDecodeError as e:
         raise error(f"{path}: not valid JSON ({e})") from e
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the {what} as UTF-8") from e
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from e
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -236,3 +241,42 @@ def file_signature(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> li
             st = os.stat(name)
             sig.append([st.st_size, st.st_mtime_ns])
     return sig
+
+
+def safe_output_path(folder: PathLike, name: Any, suffix: str = "", what: str = "name") -> Path:
+    """``folder / (safe name + suffix)`` for a name from untrusted data (a DICOM UID tag...), kept inside ``folder``.
+
+    DICOM UIDs hold digits and dots only. Any other character (a path separator, a space...) is replaced by ``_``,
+    runs of dots by ``_`` (no ``..``), leading dots and ``_`` are dropped (no hidden files) and the name is cut to 128
+    characters; a changed name gets the first 8 hex digits of the original's SHA-1 appended, so that two different
+    values never share a file. The result must resolve to a direct child of ``folder``.
+
+    Args:
+        folder: the output folder.
+        name: the value the file name is built from (converted with ``str``).
+        suffix: appended after sanitising (e.g. ``"_sr.dcm"``; it must itself be a safe name part).
+        what: what the value is, for the error message (``"SeriesInstanceUID"``...).
+
+    Returns:
+        The path (not created).
+
+    Raises:
+        ValueError: for an empty value, or one whose path would not stay inside ``folder``, naming the value.
+    """
+    import hashlib
+    import re
+
+    raw = "" if name is None else str(name)
+    safe = re.sub(r"[^0-9A-Za-z._-]", "_", raw.strip())
+    safe = re.sub(r"\.{2,}", "_", safe).lstrip("._")[:128]
+    if not safe.strip("_"):
+        raise ValueError(f"{what} {raw!r} gives no usable file name in {folder}")
+    if safe != raw:
+        safe = f"{safe}_{hashlib.sha1(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    root = Path(folder)
+    path = root / f"{safe}{suffix}"
+    if os.sep in path.name or (os.altsep and os.altsep in path.name) or path.name in (".", ".."):
+        raise ValueError(f"{what} {raw!r}: file name {path.name!r} is not a plain name inside {root}")
+    if path.resolve().parent != root.resolve():  # also an existing symbolic link pointing elsewhere
+        raise ValueError(f"{what} {raw!r}: {path} would be written outside the output folder {root}")
+    return path

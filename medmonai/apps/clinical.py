@@ -29,6 +29,13 @@ voxels; ``series_uids`` names the series explicitly (an unknown UID is an error 
 :func:`watch_folder` and :func:`watch_pacs` process new studies arriving in a folder or in a PACS (Orthanc), each
 once, remembering the processed StudyInstanceUIDs in a state file.
 
+**Training domain.** Every series is checked against the training-domain record written when the model was trained
+(``runs/training_domain.json``, :mod:`medmonai.data.domain`); a series outside it is refused, or, with
+``allow_out_of_distribution``, processed and marked out of distribution in the SR and the result tables.
+
+**Output names.** Names built from DICOM tags (Study/SeriesInstanceUID) go through
+:func:`medmonai.utils.safe_output_path`: sanitised, and checked to stay inside the output folder.
+
 **Trust.** The bundle configs are MONAI configs: their ``$`` expressions run Python code, and a TorchScript model
 is code too. Only run bundles and models you trust.
 """
@@ -49,7 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmonai.utils import PathLike, atomic_write_json, atomic_write_text, read_json
+from medmonai.metrics.clinical import apply_decision_rule, decision_rule_from_report
+from medmonai.utils import PathLike, atomic_write_json, atomic_write_text, read_json, safe_output_path
 
 __all__ = [
     "ClinicalModel",
@@ -120,6 +128,12 @@ class ClinicalModel:
         threshold_source: where the threshold comes from.
         device: compute device.
         options: segmentation settings (``roi_size``, ``sw_batch_size``, ``overlap``, ``tta_flip_axes``).
+        decision_rule: classification with three or more classes: the decision rule chosen on validation data
+            (``report.json`` / ``cv_report.json``), applied by :func:`medmonai.metrics.clinical.apply_decision_rule`;
+            ``None``: argmax.
+        domain: the training-domain record (:mod:`medmonai.data.domain`) inputs are checked against; None for a
+            model trained before records were written (inputs not checked, with a warning).
+        domain_file: where the record was read from (or looked for).
     """
 
     task: str
@@ -135,6 +149,9 @@ class ClinicalModel:
     threshold_source: str = ""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     options: dict[str, Any] = field(default_factory=dict)
+    decision_rule: dict[str, Any] | None = None
+    domain: dict[str, Any] | None = None
+    domain_file: str | None = None
 
     def info(self) -> dict[str, Any]:
         """JSON-safe description for the result files."""
@@ -303,6 +320,14 @@ def load_clinical_model(
                     else "chosen on validation data (evaluation report)"
                 )
                 break
+    decision_rule = None
+    if task == "classification" and len(classes) > 2:
+        src = cv_report if cv_report is not None else Path(parser.get_parsed_content("eval_report"))
+        if src.is_file():
+            decision_rule = decision_rule_from_report(read_json(src, "report"))
+        if decision_rule is not None:
+            thr_source = f"decision rule '{decision_rule['method']}' chosen on validation data ({src.name})"
+    domain, domain_file = _find_domain_record(model_path if torchscript else None, parser)
     options: dict[str, Any] = {}
     if task == "segmentation":
         options = {
@@ -325,7 +350,27 @@ def load_clinical_model(
         threshold_source=thr_source,
         device=dev,
         options=options,
+        decision_rule=decision_rule,
+        domain=domain,
+        domain_file=domain_file,
     )
+
+
+def _find_domain_record(model_path: Path | None, parser: Any) -> tuple[dict[str, Any] | None, str]:
+    """The training-domain record of the model and its file.
+
+    Looked for beside a TorchScript model (and in its parent, the cross-validation folder of a fold ensemble), then
+    in the training run's ``output_dir``.
+    """
+    from medmonai.data.domain import RECORD_FILE, load_training_domain
+
+    places = [model_path.parent, model_path.parent.parent] if model_path is not None else []
+    places.append(Path(parser.get_parsed_content("output_dir")))
+    for folder in places:
+        record = load_training_domain(folder / RECORD_FILE)
+        if record is not None:
+            return record, str(folder / RECORD_FILE)
+    return None, str(places[-1] / RECORD_FILE)
 
 
 # ------------------------------------------------------------------------------------------------------ series
@@ -475,6 +520,12 @@ def _threshold_code() -> Any:
     return hd.sr.CodedConcept(value="THRESHOLD", scheme_designator=CODING_SCHEME, meaning="Decision threshold")
 
 
+def _ood_code() -> Any:
+    import highdicom as hd
+
+    return hd.sr.CodedConcept(value="OOD", scheme_designator=CODING_SCHEME, meaning="Out of training distribution")
+
+
 def write_classification_sr(
     path: PathLike,
     source_files: Sequence[PathLike],
@@ -486,6 +537,7 @@ def write_classification_sr(
     model_version: str,
     series_number: int = 901,
     series_description: str | None = None,
+    out_of_distribution: Sequence[str] | None = None,
 ) -> Path:
     """Write a classification result as a DICOM Comprehensive 3D SR (TID 1500 measurement report, ``highdicom``).
 
@@ -507,6 +559,9 @@ def write_classification_sr(
         model_version: algorithm version.
         series_number: SeriesNumber of the SR.
         series_description: SeriesDescription (default ``"<model_name> classification"``).
+        out_of_distribution: the reasons why the input lies outside the model's training domain (processed with
+            ``allow_out_of_distribution``): the decision group gets a TEXT item *Out of training distribution*
+            (``99MEDMONAI`` code ``OOD``) holding them, and the SeriesDescription says so. None or empty: nothing.
 
     Returns:
         The path.
@@ -538,7 +593,15 @@ def write_classification_sr(
         hd.sr.QualitativeEvaluation(name=codes.SCT.Classification, value=_class_code(predicted, classes[predicted]))
     ]
     thr = [] if threshold is None else [hd.sr.Measurement(_threshold_code(), float(threshold), codes.UCUM.NoUnits)]
-    groups.append(group("decision", None, measurements=thr or None, qualitative_evaluations=decision))
+    decision_group = group("decision", None, measurements=thr or None, qualitative_evaluations=decision)
+    if out_of_distribution:
+        text = "OUT OF TRAINING DISTRIBUTION, the result is not reliable: " + "; ".join(out_of_distribution)
+        decision_group[0].ContentSequence.append(  # the group's CONTAINER item
+            hd.sr.TextContentItem(
+                name=_ood_code(), value=text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+            )
+        )
+    groups.append(decision_group)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -560,7 +623,10 @@ def write_classification_sr(
         manufacturer="medmonai",
         is_complete=True,
     )
-    sr.SeriesDescription = (series_description or f"{model_name} classification")[:64]
+    description = series_description or f"{model_name} classification"
+    if out_of_distribution:
+        description = f"{description} (OUT OF DISTRIBUTION)"
+    sr.SeriesDescription = description[:64]
     sr.ManufacturerModelName = model_name[:64]
     sr.SoftwareVersions = str(model_version)[:64]
     return atomic_write(path, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
@@ -571,8 +637,8 @@ def read_classification_sr(path_or_dataset: PathLike | Any) -> dict[str, Any]:
 
     Returns:
         ``{"probabilities": {class: p}, "predicted": class, "threshold": float | None, "algorithm": name,
-        "version": version, "StudyInstanceUID": ..., "referenced_series": [SeriesInstanceUID, ...],
-        "referenced_instances": [SOPInstanceUID, ...]}``.
+        "version": version, "out_of_distribution": the out-of-distribution text or None, "StudyInstanceUID": ...,
+        "referenced_series": [SeriesInstanceUID, ...], "referenced_instances": [SOPInstanceUID, ...]}``.
     """
     import highdicom as hd
     import pydicom
@@ -580,7 +646,7 @@ def read_classification_sr(path_or_dataset: PathLike | Any) -> dict[str, Any]:
     ds = path_or_dataset if isinstance(path_or_dataset, pydicom.Dataset) else pydicom.dcmread(str(path_or_dataset))
     hd.sr.Comprehensive3DSR.from_dataset(ds)  # raises for a malformed SR
     out: dict[str, Any] = {"probabilities": {}, "predicted": None, "threshold": None, "algorithm": None}
-    out["version"] = None
+    out["version"], out["out_of_distribution"] = None, None
     out["StudyInstanceUID"] = str(ds.StudyInstanceUID)
     refs, inst = [], []
     for study in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
@@ -627,6 +693,8 @@ def _read_group(items: Any, out: dict[str, Any]) -> None:
             out["algorithm"] = str(item.TextValue)
         elif vtype == "TEXT" and concept == ("111003", "DCM"):
             out["version"] = str(item.TextValue)
+        elif vtype == "TEXT" and concept == ("OOD", CODING_SCHEME):
+            out["out_of_distribution"] = str(item.TextValue)
 
 
 # ---------------------------------------------------------------------------------------------------- inference
@@ -650,33 +718,41 @@ def _series_record(s: Any) -> dict[str, Any]:
     }
 
 
-def _classify(model: ClinicalModel, chosen: Sequence[Any], out: Path, batch_size: int) -> list[dict[str, Any]]:
+def _mark(rec: dict[str, Any], problems: Sequence[str]) -> None:
+    rec["out_of_distribution"] = bool(problems)
+    rec["out_of_distribution_reasons"] = list(problems)
+
+
+def _classify(
+    model: ClinicalModel, chosen: Sequence[Any], out: Path, batch_size: int, ood: Sequence[Sequence[str]]
+) -> list[dict[str, Any]]:
     from medmonai.engines.evaluation import predict_probabilities
 
     entries = [{"image": [str(f) for f in s.files], "case_id": s.series_uid} for s in chosen]
     _, probs, _ = predict_probabilities(model.network, entries, model.preprocessing, model.device, batch_size)
     records = []
-    for s, p in zip(chosen, probs, strict=True):
-        if model.threshold is not None:
-            pred = int(p[1] >= model.threshold)
-        else:
-            pred = int(np.argmax(p))
+    for s, p, problems in zip(chosen, probs, ood, strict=True):
+        pred = int(apply_decision_rule(p, model.threshold if model.threshold is not None else model.decision_rule))
         sr = write_classification_sr(
-            out / f"{s.series_uid}_sr.dcm", s.files, model.classes, [float(v) for v in p], pred, model.threshold,
-            model.name, model.version,
+            safe_output_path(out, s.series_uid, "_sr.dcm", "SeriesInstanceUID"), s.files, model.classes,
+            [float(v) for v in p], pred, model.threshold, model.name, model.version,
+            out_of_distribution=problems,
         )  # fmt: skip
         rec = _series_record(s)
         rec["probabilities"] = {c: float(v) for c, v in zip(model.classes, p, strict=True)}
         rec["predicted"] = model.classes[pred]
         rec["threshold"] = model.threshold
         rec["outputs"] = {"sr": sr.name}
+        _mark(rec, problems)
         records.append(rec)
         probs_text = ", ".join(f"{c} {v:.3f}" for c, v in rec["probabilities"].items())
         logger.info(f"series {s.series_uid}: {rec['predicted']} ({probs_text}) -> {sr.name}")
     return records
 
 
-def _segment(model: ClinicalModel, chosen: Sequence[Any], out: Path, nifti: bool) -> list[dict[str, Any]]:
+def _segment(
+    model: ClinicalModel, chosen: Sequence[Any], out: Path, nifti: bool, ood: Sequence[Sequence[str]]
+) -> list[dict[str, Any]]:
     from medmonai.engines.segmentation_inference import SegmentationPredictor, write_dicom_seg, write_nifti_mask
 
     o = model.options
@@ -685,19 +761,22 @@ def _segment(model: ClinicalModel, chosen: Sequence[Any], out: Path, nifti: bool
         device=model.device, tta_flip_axes=o["tta_flip_axes"],
     )  # fmt: skip
     records = []
-    for s in chosen:
+    for s, problems in zip(chosen, ood, strict=True):
         files = [str(f) for f in s.files]
         result = predictor.predict(files)
         label = result["label"]
+        description = f"{model.name} segmentation" + (" (OUT OF DISTRIBUTION)" if problems else "")
         seg = write_dicom_seg(
-            out / f"{s.series_uid}_seg.dcm", label, files, model.classes, affine=result["affine"],
-            series_uid=s.series_uid, model_name=model.name, model_version=model.version,
-            series_description=f"{model.name} segmentation",
+            safe_output_path(out, s.series_uid, "_seg.dcm", "SeriesInstanceUID"), label, files, model.classes,
+            affine=result["affine"], series_uid=s.series_uid, model_name=model.name, model_version=model.version,
+            series_description=description,
         )  # fmt: skip
         rec = _series_record(s)
         rec["outputs"] = {"seg": seg.name}
         if nifti:
-            rec["outputs"]["nifti"] = write_nifti_mask(out / f"{s.series_uid}_seg.nii.gz", label, result["affine"]).name
+            nii = safe_output_path(out, s.series_uid, "_seg.nii.gz", "SeriesInstanceUID")
+            rec["outputs"]["nifti"] = write_nifti_mask(nii, label, result["affine"]).name
+        _mark(rec, problems)
         voxel = float(np.prod(result["spacing"]))
         rec["volume_mm3"] = {c: float((label == k).sum() * voxel) for k, c in enumerate(model.classes) if k > 0}
         records.append(rec)
@@ -716,6 +795,8 @@ def _csv_text(model: ClinicalModel, records: Sequence[Mapping[str, Any]]) -> str
             row["predicted"] = r["predicted"]
         else:
             row.update({f"volume_mm3_{c}": f"{v:.3f}" for c, v in r["volume_mm3"].items()})
+        row["out_of_distribution"] = str(bool(r.get("out_of_distribution"))).lower()
+        row["out_of_distribution_reasons"] = "; ".join(r.get("out_of_distribution_reasons") or [])
         row["model_name"], row["model_version"] = model.name, model.version
         row.update({f"output_{k}": v for k, v in r["outputs"].items()})
         rows.append(row)
@@ -737,8 +818,19 @@ def infer_dicom(
     min_slices: int = 2,
     nifti: bool = True,
     batch_size: int = 8,
+    allow_out_of_distribution: bool = False,
 ) -> dict[str, Any]:
     """Run a loaded bundle on the DICOM series of a study and write the standard results into ``out_dir``.
+
+    Every chosen series is first checked against the model's training domain (:mod:`medmonai.data.domain`):
+    a series outside it (another channel count, dimensionality or modality, intensities clearly outside the
+    training ones) is refused before anything is written, with a message naming the series and the statistic
+    out of range; with ``allow_out_of_distribution`` it is processed and marked (``out_of_distribution`` and the
+    reasons in ``results.json`` / ``results.csv``, a TEXT item in the SR). A model without a training-domain record
+    (trained before records were written) is run with a warning that the inputs are not checked.
+
+    Output file names are built from the SeriesInstanceUID through :func:`medmonai.utils.safe_output_path`: a UID
+    that is not a plain name (``../x``, ``/tmp/x``) is sanitised and never leaves ``out_dir``.
 
     Outputs (each written atomically; the tables last):
 
@@ -759,6 +851,7 @@ def infer_dicom(
         min_slices: fewest slices of a 3D series.
         nifti: segmentation: also write the mask as NIfTI.
         batch_size: classification batch size.
+        allow_out_of_distribution: process (and mark) series outside the training domain instead of refusing them.
 
     Returns:
         The ``results.json`` content.
@@ -766,8 +859,10 @@ def infer_dicom(
     Raises:
         FileNotFoundError: missing input.
         ValueError: no DICOM, no usable series, no series fitting the bundle, unknown series UID.
+        medmonai.data.domain.OutOfDistributionError: (a ``ValueError``) a series outside the training domain.
     """
     from medmonai.data.dicom import SeriesInfo
+    from medmonai.data.domain import screen_inputs
 
     _quiet_libraries()
     t0 = time.perf_counter()
@@ -777,6 +872,10 @@ def infer_dicom(
     else:
         found, scan = discover_series(source if items is None else [Path(str(f)) for f in items])
     chosen, skipped = select_series(found, model.spatial_dims, series, series_uids, modalities, min_slices)
+    ood = screen_inputs(
+        model.domain, [[str(f) for f in s.files] for s in chosen], model.preprocessing, allow_out_of_distribution,
+        names=[s.series_uid for s in chosen], what="series", record_file=model.domain_file,
+    )  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger.info(
@@ -785,9 +884,9 @@ def infer_dicom(
     )
     with torch.no_grad():
         if model.task == "classification":
-            records = _classify(model, chosen, out, batch_size)
+            records = _classify(model, chosen, out, batch_size, ood)
         else:
-            records = _segment(model, chosen, out, nifti)
+            records = _segment(model, chosen, out, nifti, ood)
     result: dict[str, Any] = {
         "created": _now(),
         "model": model.info(),
@@ -801,11 +900,18 @@ def infer_dicom(
             "n_derived_ignored": scan["n_derived"],
             "n_problems": len(scan["problems"]),
         },
+        "input_check": {
+            "training_domain": model.domain_file if model.domain is not None else None,
+            "checked": model.domain is not None,
+            "allow_out_of_distribution": bool(allow_out_of_distribution),
+            "n_out_of_distribution": sum(bool(p) for p in ood),
+        },
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if model.task == "classification":
         result["threshold"] = model.threshold
         result["threshold_source"] = model.threshold_source
+        result["decision_rule"] = model.decision_rule
     atomic_write_text(out / "results.csv", _csv_text(model, records))
     atomic_write_json(out / "results.json", result)
     logger.info(f"wrote results for {len(records)} series to {out}")
@@ -873,7 +979,10 @@ def watch_folder(
     file changed less than ``min_age_s`` seconds ago is still arriving and waits for a later poll. The other
     groups are scanned into series, grouped by StudyInstanceUID, and every study not yet in the state file is
     processed with :func:`infer_dicom` and recorded there (``done`` or ``failed`` with the error; failed studies
-    are retried only with ``retry_failed``). Input files are never moved or changed.
+    are retried only with ``retry_failed``). Input files are never moved or changed. The output folder name is the
+    StudyInstanceUID made a safe name (:func:`medmonai.utils.safe_output_path`): a UID such as ``../x`` or
+    ``/tmp/x`` never leads outside ``out_dir``. A study with a series outside the model's training domain fails
+    (the error says which statistic is out of range) unless ``allow_out_of_distribution=True`` is passed on.
 
     Args:
         model: from :func:`load_clinical_model`.
@@ -933,7 +1042,13 @@ def watch_folder(
                     summary["already_done"].append(study_uid)
                     continue
                 logger.info(f"study {study_uid}: {len(series)} series")
-                entry = _process_study(model, series, out / study_uid, infer_kwargs)
+                try:
+                    study_out = safe_output_path(out, study_uid, what="StudyInstanceUID")
+                except ValueError as e:
+                    logger.error(f"study failed: {e}")
+                    entry = {"status": "failed", "error": str(e)}
+                else:
+                    entry = _process_study(model, series, study_out, infer_kwargs)
                 _record(state, state_path, study_uid, entry)
                 summary["processed" if entry["status"] == "done" else "failed"].append(study_uid)
         polls += 1
@@ -1010,7 +1125,13 @@ def watch_pacs(
                 for s in client.find_series(uid)
                 if str(s.get("Modality") or "").upper() not in _DERIVED_MODALITIES
             ]
-            study_out = out / uid
+            try:
+                study_out = safe_output_path(out, uid, what="StudyInstanceUID")
+            except ValueError as e:
+                logger.error(f"study {uid!r} failed: {e}")
+                _record(state, state_path, str(uid), {"status": "failed", "error": str(e)})
+                summary["failed"].append(str(uid))
+                continue
             work = study_out / "input"
             logger.info(f"study {uid}: retrieving {len(series)} image series")
 

@@ -431,7 +431,14 @@ def run_crossval(
     extra = {"bundle": str(bundle), "classifier": classifier, "settings": settings}
     if classifier is None:
         extra["network"] = parser.get_parsed_content("network_name")
-    report = aggregate_crossval(cv_dir, classes, n_boot=n_boot, seed=seed, extra=extra)
+    # the class prior the fold models were trained for (three or more classes: the OOF decision rule undoes it)
+    weighting: dict[str, Any] = {}
+    if classifier is None:
+        weighting = {
+            "class_weights": parser.get_parsed_content("class_weights"),
+            "balanced_sampler": bool(parser.get_parsed_content("balanced_sampler")),
+        }
+    report = aggregate_crossval(cv_dir, classes, n_boot=n_boot, seed=seed, extra=extra, **weighting)
     if export and classifier is None:
         path = _export(bundle, common, cv_dir, n, tta_flip_axes)
         report["ensemble_model"] = str(path)
@@ -477,4 +484,6 @@ def summary_text(report: Mapping[str, Any]) -> str:
     if ens:
         m = ens["metrics"]
         lines.append(f"  ensemble on test (n={ens['n']}): AUC {ci(m.get('auc'))}, ACC {ci(m.get('accuracy'))}")
+    for name, part in (("out-of-fold", report.get("oof") or {}), ("ensemble", ens or {})):
+        lines += [f"  WARNING ({name}): {w}" for w in part.get("warnings", [])]
     return "\n".join(lines)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medmonai.utils import PathLike, atomic_write, atomic_write_json
+from medmonai.utils import PathLike, atomic_write, atomic_write_json, safe_output_path
 
 __all__ = [
     "PacsError",
@@ -340,13 +340,18 @@ class PacsClient:
 
     @staticmethod
     def _store_handler(out: Path, written: list[Path], failures: list[str]) -> Any:
-        """A C-STORE handler that writes each instance atomically as ``out/{series}/{sop}.dcm``, exactly as received."""
+        """A C-STORE handler that writes each instance atomically as ``out/{series}/{sop}.dcm``, exactly as received.
+
+        Both names go through :func:`medmonai.utils.safe_output_path` (UIDs from the network are untrusted): a UID
+        such as ``../x`` or ``/tmp/x`` is sanitised and never leads outside ``out``.
+        """
 
         def on_store(event: Any) -> int:
             try:
                 ds = event.dataset
                 ds.file_meta = event.file_meta
-                name = out / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+                folder = safe_output_path(out, ds.get("SeriesInstanceUID"), what="SeriesInstanceUID")
+                name = safe_output_path(folder, ds.get("SOPInstanceUID"), ".dcm", what="SOPInstanceUID")
                 written.append(atomic_write(name, lambda tmp: ds.save_as(tmp, enforce_file_format=True)))
                 return 0x0000
             except Exception as e:  # noqa: BLE001 - answer the SCU with a failure status, report it below

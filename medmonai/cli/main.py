@@ -82,7 +82,9 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
         dl = builders.datalist_from_medmnist(args.npz, out_dir, classes=classes, progress=not args.quiet)
         return _write_and_report(dl, Path(args.out))
     if src == "folder":
-        dl = builders.datalist_from_image_folder(args.root, subject_regex=args.subject_regex, classes=classes)
+        dl = builders.datalist_from_image_folder(
+            args.root, subject_regex=args.subject_regex, classes=classes, subjects_csv=args.subjects_csv
+        )
         return _write_and_report(dl, Path(args.out))
     if src == "csv":
         dl = builders.datalist_from_csv(
@@ -324,6 +326,7 @@ def _infer_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "modalities": _csv_list(args.modality) if args.modality else None,
         "min_slices": args.min_slices,
         "nifti": not args.no_nifti,
+        "allow_out_of_distribution": args.allow_out_of_distribution,
     }
 
 
@@ -334,7 +337,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     result = infer_dicom(model, args.input, args.out, **_infer_kwargs(args))
     for r in result["results"]:
         what = r.get("predicted") or ", ".join(f"{k} {v:.0f} mm3" for k, v in r.get("volume_mm3", {}).items())
-        print(f"{r['SeriesInstanceUID']}: {what}")
+        reasons = "; ".join(r.get("out_of_distribution_reasons") or [])
+        ood = f" (OUT OF DISTRIBUTION: {reasons})" if r.get("out_of_distribution") else ""
+        print(f"{r['SeriesInstanceUID']}: {what}{ood}")
     print(f"wrote {len(result['results'])} result(s), results.json and results.csv to {args.out}")
     if args.send_to:
         from medmonai.apps.pacs import PacsClient
@@ -426,7 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("folder", help="image folder tree: [split/]class/image")
     f.add_argument("root")
     f.add_argument("--out", required=True)
-    f.add_argument("--subject-regex", default=None, help="regex whose first group extracts the subject id")
+    f_subj = f.add_mutually_exclusive_group()
+    f_subj.add_argument(
+        "--subject-regex",
+        default=None,
+        help="group images into subjects: regex searched in the path relative to ROOT (then in the file name); its "
+        "group 'subject' (or first group) is the subject id. Default: one subject per file",
+    )
+    f_subj.add_argument("--subjects-csv", default=None, help="group images into subjects: CSV with path,subject")
     f.add_argument("--classes", default=None)
     c = dsub.add_parser("csv", help="CSV with path,label[,subject] columns")
     c.add_argument("csv")
@@ -583,6 +595,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--modality", default=None, help="allowed modalities, e.g. CT,MR")
         sp.add_argument("--min-slices", type=int, default=2, help="3D bundles: fewest slices of a series")
         sp.add_argument("--no-nifti", action="store_true", help="segmentation: no NIfTI copy of the mask")
+        sp.add_argument(
+            "--allow-out-of-distribution", action="store_true",
+            help="process series outside the model's training domain (refused by default), marked out of "
+            "distribution in the SR and the result tables",
+        )  # fmt: skip
         sp.add_argument("--calling-aet", default="MEDMONAI", help="our AE title towards the PACS")
 
     inf = sub.add_parser("infer", help="run a trained bundle on a DICOM study folder: DICOM SR / SEG + results.json")
@@ -645,12 +662,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _root_cause(e: BaseException) -> BaseException:
-    """The innermost exception of a chain (MONAI's config parser wraps our errors in ``RuntimeError``)."""
-    seen = {id(e)}
-    while e.__cause__ is not None and id(e.__cause__) not in seen:
-        e = e.__cause__
-        seen.add(id(e))
-    return e
+    """The innermost medmonai error of a chain, else its innermost exception.
+
+    MONAI's config parser and ``LoadImage`` wrap our errors in ``RuntimeError``; our errors (which name the file and
+    the problem) may in turn chain the library error they explain (a ``JSONDecodeError``, SimpleITK's message), which
+    must not replace them.
+    """
+    chain = [e]
+    while chain[-1].__cause__ is not None and all(chain[-1].__cause__ is not c for c in chain):
+        chain.append(chain[-1].__cause__)
+    ours = [c for c in chain if type(c).__module__.split(".")[0] == "medmonai"]
+    return ours[-1] if ours else chain[-1]
 
 
 if __name__ == "__main__":  # pragma: no cover

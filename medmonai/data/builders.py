@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -191,17 +192,28 @@ def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict
     """Read a CSV (header row required); DatalistError naming the file and any missing column."""
     if not path.is_file():
         raise DatalistError(f"{path}: CSV file does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        sample = f.read(4096)
-        f.seek(0)
-        try:
-            dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        reader = csv.DictReader(f, dialect=dialect)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        rows = [{k: (v.strip() if isinstance(v, str) else "") for k, v in r.items() if k is not None} for r in reader]
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DatalistError(f"{path}: cannot read the CSV file ({e.strerror or e})") from e
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is accepted
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DatalistError(
+            f"{path}: not UTF-8 text (line {line}, byte {e.start}: {e.reason}); save the CSV as UTF-8 (e.g. in a "
+            "spreadsheet: 'CSV UTF-8'), so that names and labels are read as written"
+        ) from e
+    f = io.StringIO(text, newline="")
+    sample = text[:4096]
+    try:
+        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(f, dialect=dialect)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    rows = [{k: (v.strip() if isinstance(v, str) else "") for k, v in r.items() if k is not None} for r in reader]
     if not header:
         raise DatalistError(f"{path}: empty CSV (no header row)")
     missing = [c for c in required if c not in header]
@@ -395,11 +407,61 @@ def _images_in(folder: Path, extensions: Sequence[str]) -> list[Path]:
     return out
 
 
+def _relative_id(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (POSIX separators) without its image extension: a unique per-file subject id.
+
+    Paths outside ``base`` give their absolute path without extension.
+    """
+    try:
+        rel = Path(os.path.normpath(path)).relative_to(Path(os.path.normpath(base)))
+    except ValueError:
+        rel = Path(os.path.normpath(os.path.abspath(path)))
+    return (rel.parent / _stem(rel)).as_posix()
+
+
+def _regex_subject(pattern: re.Pattern[str], rel: str, name: str) -> str | None:
+    """Subject id from ``pattern`` searched in the relative path, else in the file name; None when neither matches.
+
+    The subject is the named group ``subject`` when the pattern has one, else its first group, else the whole match.
+    """
+    for text in (rel, name):
+        m = pattern.search(text)
+        if m is None:
+            continue
+        if "subject" in pattern.groupindex:
+            value = m.group("subject")
+        else:
+            value = m.group(1) if m.groups() else m.group(0)
+        if value:
+            return value
+    return None
+
+
+def _subjects_from_csv(csv_path: Path, root: Path) -> dict[str, str]:
+    """Read a ``path,subject`` CSV: resolved image path -> subject (paths relative to ``root``, or absolute)."""
+    _, rows = _read_csv(csv_path, ["path", "subject"])
+    out: dict[str, str] = {}
+    for i, r in enumerate(rows):
+        w = f"{csv_path} row {i + 2}"
+        if not r["path"] or not r["subject"]:
+            raise DatalistError(f"{w}: empty {'path' if not r['path'] else 'subject'}")
+        p = Path(os.path.expanduser(r["path"]))
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            raise DatalistError(f"{w}: file does not exist: {p}")
+        key = os.path.realpath(p)
+        if key in out and out[key] != r["subject"]:
+            raise DatalistError(f"{w}: {r['path']} has two different subjects ({out[key]!r} and {r['subject']!r})")
+        out[key] = r["subject"]
+    return out
+
+
 def datalist_from_image_folder(
     root: PathLike,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
     subject_regex: str | None = None,
     classes: Sequence[str] | None = None,
+    subjects_csv: PathLike | None = None,
 ) -> dict[str, Any]:
     r"""Build a classification datalist from class sub-folders.
 
@@ -407,13 +469,20 @@ def datalist_from_image_folder(
     split folders ``train|training``, ``val|valid|validation``, ``test|testing`` (case-insensitive). Images may
     sit in sub-folders of a class folder. Hidden files and files with other extensions are ignored.
 
+    Subjects: by default every file is its own subject, named by its path relative to ``root`` without extension
+    (``train/Benign/1``), so that ``train/Benign/1.jpg`` and ``test/Benign/1.jpg`` are never taken for one patient.
+    Images are grouped into subjects only by an explicit rule: ``subject_regex`` or ``subjects_csv``.
+
     Args:
         root: the data set folder.
         extensions: image file extensions (case-insensitive; ``.nii.gz`` is matched as a whole).
-        subject_regex: regular expression searched in the file name; its first group (or the whole match when
-            it has no group) is the subject id, e.g. ``r"^(patient\d+)_"``. Default: the file name without
-            extension.
+        subject_regex: regular expression searched in the file's path relative to ``root`` (POSIX separators, e.g.
+            ``train/Benign/patient07_a.png``) and, when it does not match there, in the file name (patterns written
+            for the file name keep working); the subject id is its named group ``subject``, else its first group,
+            else the whole match, e.g. ``r"(?P<subject>patient\d+)_"``.
         classes: class names in index order; default: the sorted class folder names.
+        subjects_csv: a CSV with columns ``path`` (relative to ``root``, or absolute) and ``subject``; every image
+            must be listed. Exclusive with ``subject_regex``.
 
     Returns:
         The datalist dict; entries have ``image``, ``label``, ``subject``.
@@ -421,8 +490,15 @@ def datalist_from_image_folder(
     Raises:
         DatalistError: if ``root`` is missing or empty, holds no images, mixes split and class folders, a class
             folder is empty, a class folder exists in validation/test but not in training, a folder name is not
-            in ``classes``, or ``subject_regex`` does not match a file name.
+            in ``classes``, ``subject_regex`` is invalid or matches neither the relative path nor the name of a
+            file, or ``subjects_csv`` is malformed, names a missing file or does not list an image.
     """
+    if subject_regex and subjects_csv is not None:
+        raise DatalistError("give subject_regex or subjects_csv, not both")
+    try:
+        pattern = re.compile(subject_regex) if subject_regex else None
+    except re.error as e:
+        raise DatalistError(f"subject_regex {subject_regex!r} is not a valid regular expression ({e})") from e
     root = Path(root)
     if not root.is_dir():
         raise DatalistError(f"{root}: image folder does not exist")
@@ -470,7 +546,7 @@ def datalist_from_image_folder(
         unknown = [c for c in folder_classes if c not in classes]
         if unknown:
             raise DatalistError(f"{root}: class folder(s) {unknown} are not in the given classes {classes}")
-    pattern = re.compile(subject_regex) if subject_regex else None
+    csv_subjects = _subjects_from_csv(Path(subjects_csv), root) if subjects_csv is not None else None
     splits: dict[str, list[dict[str, Any]]] = {}
     n_images = 0
     for key in ("training", "validation", "test"):
@@ -482,13 +558,21 @@ def datalist_from_image_folder(
             if not images:
                 raise DatalistError(f"{class_dir}: class folder has no images with extensions {list(extensions)}")
             for p in images:
+                rel = p.relative_to(root).as_posix()
                 if pattern is not None:
-                    m = pattern.search(p.name)
-                    if m is None:
-                        raise DatalistError(f"{p}: subject_regex {subject_regex!r} does not match the file name")
-                    subject = m.group(1) if m.groups() else m.group(0)
+                    found = _regex_subject(pattern, rel, p.name)
+                    if found is None:
+                        raise DatalistError(
+                            f"{p}: subject_regex {subject_regex!r} matches neither the relative path {rel!r} nor "
+                            "the file name (or its subject group is empty)"
+                        )
+                    subject = found
+                elif csv_subjects is not None:
+                    if os.path.realpath(p) not in csv_subjects:
+                        raise DatalistError(f"{p}: not listed in the subjects CSV {subjects_csv} (path {rel!r})")
+                    subject = csv_subjects[os.path.realpath(p)]
                 else:
-                    subject = _stem(p)
+                    subject = _relative_id(p, root)
                 entries.append({"image": str(p), "label": classes.index(class_dir.name), "subject": subject})
         n_images += len(entries)
         splits[key] = entries
@@ -498,7 +582,14 @@ def datalist_from_image_folder(
         splits,
         classes=classes,
         name=root.name,
-        description=f"image folder {root} ({'split folders' if split_dirs else 'class folders'})",
+        description=f"image folder {root} ({'split folders' if split_dirs else 'class folders'}); subject: "
+        + (
+            f"subject_regex {subject_regex!r}"
+            if pattern is not None
+            else f"from {subjects_csv}"
+            if csv_subjects is not None
+            else "one per file (relative path without extension)"
+        ),
     )
 
 
@@ -520,8 +611,9 @@ def datalist_from_csv(
         path_col: column of image paths (a file or a DICOM series folder), relative paths resolved against the
             CSV's folder.
         label_col: column of labels, class names or integer indices; None for an unlabelled table.
-        subject_col: column of subject ids; None (or the default ``subject`` column being absent) uses the file
-            name without extension, i.e. every image is its own subject.
+        subject_col: column of subject ids; None (or the default ``subject`` column being absent): every image is
+            its own subject, named by its path relative to the CSV's folder without extension (``img/a``; absolute
+            without extension for files outside it), so that ``a/1.png`` and ``b/1.png`` are two subjects.
         classes: class names in index order; default: sorted label names, or ``class_0``... for integer labels.
         split_col: optional column of split names (``train``/``training``, ``val``/``valid``/``validation``,
             ``test``/``testing``); default: every row goes to ``training``.
@@ -571,8 +663,8 @@ def datalist_from_csv(
             if not r[subject_col]:
                 raise DatalistError(f"{w}: empty subject in column '{subject_col}'")
             entry["subject"] = r[subject_col]
-        else:
-            entry["subject"] = _stem(p)
+        else:  # one subject per file: the path (relative to the CSV's folder) without extension
+            entry["subject"] = _relative_id(p, base)
         for c in header:
             if c not in used and c not in entry:
                 entry[c] = _convert_value(r.get(c, ""))
@@ -667,6 +759,7 @@ def datalist_from_dicom_folder(
     skipped_files = {p.file for p in problems if not is_error(p)}
 
     entries: list[dict[str, Any]] = []
+    dims: set[int] = set()  # spatial dims of the series kept
     matched: set[str] = set()
     for s in series:
         key_value = {"PatientID": s.patient_id, "StudyInstanceUID": s.study_uid, "SeriesInstanceUID": s.series_uid}[key]
@@ -699,6 +792,7 @@ def datalist_from_dicom_folder(
             )
         if pseudonym_key is not None:
             subject = pseudonym(subject, pseudonym_key)
+        dims.add(2 if s.n_slices == 1 else 3)
         entries.append(
             {"image": s.folder if exclusive else list(s.files), **entry, "subject": subject, **s.to_entry_metadata()}
         )
@@ -713,8 +807,10 @@ def datalist_from_dicom_folder(
     description = f"DICOM series found in {folder}" + (f", labels from {labels_csv} by {key}" if labels_csv else "")
     if pseudonym_key is not None:
         description += "; subject = keyed pseudonym of the PatientID (HMAC-SHA256)"
+    # single-slice series load as 2D images, the others as 3D volumes: say which (a mix is left unstated)
+    extra = {"tensorImageSize": f"{dims.pop()}D"} if len(dims) == 1 else {}
     datalist = make_datalist(
-        {"training": entries}, classes=classes_out, name=folder.name, description=description, tensorImageSize="3D"
+        {"training": entries}, classes=classes_out, name=folder.name, description=description, **extra
     )
     return datalist, problems
 

@@ -22,9 +22,12 @@ top-level ``base_dir`` when present), so a data set folder with its datalist can
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import stat
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,10 @@ __all__ = [
     "validate_entries",
     "check_entries",
     "format_problems",
+    "entry_problems",
+    "path_problem",
+    "path_escape",
+    "datalist_base_dir",
 ]
 
 PATH_KEYS: tuple[str, ...] = ("image", "mask")
@@ -101,7 +108,157 @@ def load_datalist_file(path: PathLike) -> dict[str, Any]:
     lists = [k for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
     if not lists and not any(isinstance(data.get(k), list) for k in SPLIT_KEYS):
         raise DatalistError(f"{path}: no entry list found (expected one of {SPLIT_KEYS})")
+    for k in SPLIT_KEYS:
+        if k in data and data[k] is not None and not isinstance(data[k], list):
+            raise DatalistError(f"{path}: '{k}' must be a list of entries, got {_shown_value(data[k])}")
+    _check_classes_field(data.get("classes"), path)
+    labels = data.get("mask_labels")
+    if labels is not None and not (isinstance(labels, dict) and all(_is_int_text(k) for k in labels)):
+        raise DatalistError(
+            f"{path}: 'mask_labels' must be an object mapping integer mask values to names, e.g. "
+            f'{{"0": "background", "1": "lesion"}}; got {_shown_value(labels)}'
+        )
     return data
+
+
+def _shown_value(value: Any, limit: int = 60) -> str:
+    """A JSON rendering of a value for messages (``null``, ``12345``, ``"a,b"``), cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int_text(value: Any) -> bool:
+    try:
+        int(str(value).strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _check_classes_field(classes: Any, path: Path) -> None:
+    """``classes`` must be absent/null or a list of distinct, non-empty class names."""
+    if classes is None:
+        return
+    ok = isinstance(classes, list) and all(
+        (isinstance(c, str) and c.strip()) or (isinstance(c, int) and not isinstance(c, bool)) for c in classes
+    )
+    if not ok:
+        raise DatalistError(
+            f'{path}: \'classes\' must be a list of class names in index order, e.g. ["benign", "malignant"]; '
+            f"got {_shown_value(classes)}"
+        )
+    names = [str(c) for c in classes]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise DatalistError(f"{path}: 'classes' lists {dup} more than once: {names}")
+
+
+def datalist_base_dir(datalist: Mapping[str, Any], datalist_path: PathLike) -> Path:
+    """The folder that the relative paths of a datalist are resolved against.
+
+    That is its ``base_dir`` (absolute, or relative to the datalist's folder), else the datalist file's folder.
+    """
+    return _base_dir(datalist, Path(datalist_path))
+
+
+# ------------------------------------------------------------------------------------- entry value checks
+
+
+def _path_value_problem(value: Any, key: str) -> str | None:
+    """Why ``value`` is not a valid path value (a non-empty string, or a non-empty list of them), or None."""
+    if isinstance(value, str) and value.strip():
+        return None
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return None
+    return f"'{key}' must be a path (a non-empty string) or a list of DICOM file paths, got {_shown_value(value)}"
+
+
+def entry_problems(entry: Any) -> list[tuple[str, str]]:
+    """Type problems of one raw datalist entry, as ``(key, reason)`` pairs (empty when the entry is well-formed).
+
+    ``image`` must be a non-empty path string or a non-empty list of path strings (``null``, numbers, objects and
+    empty strings are refused); ``mask`` likewise when present and not ``null``; ``label``, when present and not
+    ``null``, an integer class index or a class name.
+    """
+    if not isinstance(entry, Mapping):
+        return [("entry", f"an entry must be a JSON object with an 'image', got {_shown_value(entry)}")]
+    out: list[tuple[str, str]] = []
+    if "image" not in entry:
+        out.append(("image", "no 'image' key"))
+    else:
+        reason = _path_value_problem(entry["image"], "image")
+        if reason:
+            out.append(("image", reason))
+    if entry.get("mask") is not None:
+        reason = _path_value_problem(entry["mask"], "mask")
+        if reason:
+            out.append(("mask", reason))
+    label = entry.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int | str)):
+        out.append(("label", f"'label' must be an integer class index or a class name, got {_shown_value(label)}"))
+    return out
+
+
+def path_escape(value: Any, base: PathLike) -> str | None:
+    """Why a raw path value leaves the datalist's folder, or None.
+
+    The containment rule: a *relative* path must stay inside ``base`` (the datalist's folder or its declared
+    ``base_dir``) once ``..`` components are resolved (lexically: symbolic links inside the folder may point
+    anywhere); absolute paths (and ``~`` paths) are allowed, since they state where the data is.
+    """
+    base_n = os.path.normpath(os.fspath(base))
+    for v in _iter_paths(value):
+        expanded = os.path.expanduser(v)
+        if os.path.isabs(expanded):
+            continue
+        target = os.path.normpath(os.path.join(base_n, expanded))
+        if os.path.relpath(target, base_n).split(os.sep)[0] == os.pardir:
+            return (
+                f"relative path {v!r} leads outside the datalist's folder {base_n} (to {target}); relative paths "
+                "must stay inside that folder (or the datalist's base_dir): give data stored elsewhere as an "
+                "absolute path"
+            )
+    return None
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def path_problem(path: PathLike) -> str | None:
+    """Why ``path`` cannot be an image (a regular file or a folder), or None; never opens the file.
+
+    Distinguishes a missing file, a broken symbolic link, a symbolic link loop, a permission problem, an empty
+    (0-byte) file and special files (FIFO, device, socket), which would block or never end when read.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop (the link leads back to itself); point it at the real file"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(path):
+                return f"broken symbolic link (points to {os.readlink(path)!r}, which does not exist)"
+            return "file does not exist"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if e.errno == errno.ENAMETOOLONG:
+            return "file name too long"
+        return f"cannot access the file ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return "file is empty (0 bytes)" if st.st_size == 0 else None
+    kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
+    return f"not a regular file or folder ({kind}); an image must be a file or a DICOM series folder"
 
 
 def _base_dir(datalist: dict[str, Any], datalist_path: Path) -> Path:
@@ -122,7 +279,11 @@ def _resolve(value: Any, base: Path) -> Any:
 
 
 def load_datalist(
-    path: PathLike, key: str = "training", resolve: bool = True, path_keys: Sequence[str] = PATH_KEYS
+    path: PathLike,
+    key: str = "training",
+    resolve: bool = True,
+    path_keys: Sequence[str] = PATH_KEYS,
+    validate: bool = True,
 ) -> list[dict[str, Any]]:
     """Load one split of a datalist as a list of entry dicts, with absolute paths.
 
@@ -132,12 +293,15 @@ def load_datalist(
             every split present and records it under ``split`` in each entry.
         resolve: turn relative paths into absolute ones.
         path_keys: entry keys that hold paths.
+        validate: raise for malformed entries (:func:`entry_problems`: ``"image": null``, a number...) and for
+            relative paths that leave the datalist's folder (:func:`path_escape`); ``False`` returns them as they
+            are (values that are not strings unresolved), for a checker that reports them entry by entry.
 
     Returns:
         The entries (copies; the file is not modified).
 
     Raises:
-        DatalistError: if the split does not exist or an entry is malformed.
+        DatalistError: if the split does not exist or an entry is malformed (naming the file, split and entry).
     """
     path = Path(path)
     data = load_datalist_file(path)
@@ -151,9 +315,17 @@ def load_datalist(
     base = _base_dir(data, path)
     out: list[dict[str, Any]] = []
     for k in keys:
-        for i, entry in enumerate(data[k]):
-            if not isinstance(entry, dict) or "image" not in entry:
-                raise DatalistError(f"{path}: entry {i} of '{k}' has no 'image' key: {entry!r}")
+        for i, entry in enumerate(data[k] or []):
+            if not isinstance(entry, dict):
+                raise DatalistError(
+                    f"{path}: entry {i} of '{k}': an entry must be a JSON object with an 'image', got "
+                    f"{_shown_value(entry)}"
+                )
+            if validate:
+                problems = [r for _, r in entry_problems(entry)]
+                problems += [r for r in (path_escape(entry.get(pk), base) for pk in path_keys) if r]
+                if problems:
+                    raise DatalistError(f"{path}: entry {i} of '{k}': {'; '.join(problems)}")
             e = dict(entry)
             if key == "all":
                 e.setdefault("split", k)
@@ -254,24 +426,38 @@ def _iter_paths(value: Any) -> Iterable[str]:
             yield from _iter_paths(v)
 
 
+def _image_key(value: Any) -> Any:
+    """A hashable identity of an image value (resolved paths), for duplicate detection."""
+    if isinstance(value, str):
+        return os.path.normpath(os.path.abspath(value))
+    if isinstance(value, list | tuple):
+        return tuple(_image_key(v) for v in value)
+    return None
+
+
 def check_entries(
     entries: Sequence[dict[str, Any]],
     classes: Sequence[str] | None = None,
     check_files: bool = True,
     require_all_classes: bool = True,
     source: str = "",
+    require_labels: bool | None = None,
 ) -> list[Problem]:
     """Find problems in datalist entries without raising.
 
-    Checks: the list is not empty; every path exists (and is not empty); ``label`` is an integer index into
-    ``classes`` (or a class name in it); with ``require_all_classes``, every class has at least one entry.
+    Checks: the list is not empty; every entry is well-formed (:func:`entry_problems`); every path is a regular
+    file or a folder (:func:`path_problem`: missing, broken link, link loop, 0 bytes, FIFO/device...); no image is
+    listed twice; ``label`` is an integer index into ``classes`` (or a class name in it) and present where labels
+    are required; with ``require_all_classes``, every class has at least one entry.
 
     Args:
         entries: resolved entries (see :func:`load_datalist`).
         classes: class names, or None to skip label checks.
-        check_files: check that files exist and are not 0 bytes.
+        check_files: check the files (see above) without opening them.
         require_all_classes: report classes with no entries.
         source: name of the datalist (for messages).
+        require_labels: with ``classes``: ``True``: every entry needs a ``label``; ``False``: labels are optional;
+            ``None`` (default): required as soon as one entry of the list has one (a partly labelled list).
 
     Returns:
         The problems found (empty when everything is fine).
@@ -281,17 +467,45 @@ def check_entries(
         problems.append(Problem(-1, source, "the datalist has no entries"))
         return problems
     counts: Counter[int] = Counter()
+    if require_labels is None:
+        require_labels = any(isinstance(e, Mapping) and e.get("label") is not None for e in entries)
+    seen: dict[Any, int] = {}
     for i, e in enumerate(entries):
-        first = next(iter(_iter_paths(e.get("image"))), str(e.get("image")))
+        invalid = entry_problems(e)
+        if not isinstance(e, Mapping):
+            problems += [Problem(i, source, r, k) for k, r in invalid]
+            continue
+        first = next(iter(_iter_paths(e.get("image"))), _shown_value(e.get("image")))
+        problems += [Problem(i, first if k != "image" else source, r, k) for k, r in invalid]
+        bad_keys = {k for k, _ in invalid}
         if check_files:
             for key in PATH_KEYS:
+                if key in bad_keys:
+                    continue
                 for p in _iter_paths(e.get(key)):
-                    if not os.path.exists(p):
-                        problems.append(Problem(i, p, "file does not exist", key))
-                    elif os.path.isfile(p) and os.path.getsize(p) == 0:
-                        problems.append(Problem(i, p, "file is empty (0 bytes)", key))
-        if classes is not None and "label" in e:
-            lab = e["label"]
+                    reason = path_problem(p)
+                    if reason is not None:
+                        problems.append(Problem(i, p, reason, key))
+        ident = _image_key(e.get("image")) if "image" not in bad_keys else None
+        if ident is not None:
+            if ident in seen:
+                problems.append(Problem(i, first, f"duplicate entry: the same image as entry {seen[ident]}", "image"))
+            else:
+                seen[ident] = i
+        if classes is not None and "label" not in bad_keys:
+            lab = e.get("label")
+            if lab is None:
+                if require_labels:
+                    problems.append(
+                        Problem(
+                            i,
+                            first,
+                            f"no 'label' (this is a classification datalist with classes {list(classes)}: every "
+                            "entry needs its class index)",
+                            "label",
+                        )
+                    )
+                continue
             if isinstance(lab, str) and lab in classes:
                 lab = list(classes).index(lab)
             if isinstance(lab, bool) or not isinstance(lab, int) or not 0 <= lab < len(classes):
@@ -301,7 +515,7 @@ def check_entries(
             else:
                 counts[lab] += 1
     if classes is not None and require_all_classes:
-        labelled = any("label" in e for e in entries)
+        labelled = any(isinstance(e, Mapping) and e.get("label") is not None for e in entries)
         for c, name in enumerate(classes):
             if labelled and counts[c] == 0:
                 problems.append(Problem(-1, source, f"class {c} ('{name}') has no entries", "label"))

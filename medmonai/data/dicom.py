@@ -36,7 +36,7 @@ import numpy as np
 from monai.data import ImageReader
 from monai.data.utils import affine_to_spacing
 
-from medmonai.data.datalist import Problem
+from medmonai.data.datalist import Problem, path_problem
 from medmonai.utils import PathLike
 
 __all__ = [
@@ -234,12 +234,51 @@ def _expected_pixel_bytes(ds: Any) -> int | None:
     return (n + 7) // 8 if bits == 1 else n * (bits // 8)
 
 
+def _pixel_data_problem(ds: Any, file_size: int) -> str | None:
+    """Why the native ``PixelData`` of a dataset is shorter than its header says, or None when it is complete.
+
+    Handles both forms pydicom gives: a raw element whose read was deferred (``dcmread(defer_size=...)``: its
+    declared ``length`` and offset ``value_tell`` in the file) and a converted ``DataElement`` (the bytes read). Not
+    checked: encapsulated (compressed) pixel data and deflated files (their byte counts say nothing about the image).
+    """
+    if "PixelData" not in ds:
+        return None
+    try:
+        raw = ds.get_item("PixelData", keep_deferred=True)
+    except TypeError:  # pragma: no cover - pydicom < 3 has no keep_deferred
+        raw = ds.get_item("PixelData")
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+    if syntax == "1.2.840.10008.1.2.1.99" or getattr(raw, "is_undefined_length", False):
+        return None
+    length = getattr(raw, "length", None)
+    if length == 0xFFFFFFFF:  # encapsulated
+        return None
+    expected = _expected_pixel_bytes(ds)
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes | bytearray):  # read (converted element, or a raw element read in full)
+        present = len(value)
+        declared = length if isinstance(length, int) else present
+    elif isinstance(length, int):  # deferred: the file must hold `length` bytes after the value's offset
+        tell = getattr(raw, "value_tell", None)
+        present = length if tell is None else max(0, min(length, file_size - tell))
+        declared = length
+    else:
+        return None
+    need = max(declared, expected) if expected is not None else declared
+    if present < need:
+        return f"corrupt or truncated DICOM file: pixel data has {present} bytes, expected {need}"
+    return None
+
+
 def _read_header(path: str) -> tuple[_Header | None, tuple[str, bool] | None]:
     """Read and check one file's header. Returns (header, None) or (None, (reason, is_error))."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     p = Path(path)
+    kind = path_problem(p)  # before opening: a FIFO would block, a device never end
+    if kind is not None and not kind.startswith("file is empty"):
+        return None, (kind, True)
     size = p.stat().st_size
     if size == 0:
         return None, ("empty file (0 bytes)", True)
@@ -281,20 +320,9 @@ def _read_header(path: str) -> tuple[_Header | None, tuple[str, bool] | None]:
     missing = [k for k in ("Rows", "Columns", "SeriesInstanceUID") if k not in ds or ds[k].value in (None, "")]
     if missing:
         return None, (f"missing essential tag(s) {', '.join(missing)}", True)
-    if "PixelData" in ds:
-        raw = ds.get_item("PixelData")
-        length = getattr(raw, "length", None)
-        tell = getattr(raw, "value_tell", None)
-        deflated = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
-        if length is not None and length != 0xFFFFFFFF and not deflated:  # native pixel data, offsets in the file
-            present = length if tell is None else min(length, size - tell)
-            expected = _expected_pixel_bytes(ds)
-            if present < length or (expected is not None and length < expected):
-                return None, (
-                    f"corrupt or truncated DICOM file: pixel data has {present} bytes, expected "
-                    f"{expected if expected is not None else length}",
-                    True,
-                )
+    truncated = _pixel_data_problem(ds, size)
+    if truncated is not None:
+        return None, (truncated, True)
     try:
         position = _floats(ds, "ImagePositionPatient", 3, path)
         orientation = _floats(ds, "ImageOrientationPatient", 6, path)
@@ -652,6 +680,9 @@ def _decode_slice(path: str, samples: int) -> np.ndarray:
         ds = pydicom.dcmread(path)
     except Exception as e:  # noqa: BLE001
         raise DicomError(f"{path}: cannot read DICOM file ({type(e).__name__}: {e})", path) from e
+    truncated = _pixel_data_problem(ds, os.path.getsize(path))
+    if truncated is not None:  # before any decoder (SimpleITK would only say it has no reader for the file)
+        raise DicomError(f"{path}: {truncated}", path)
     try:
         arr = ds.pixel_array
     except Exception as e_pydicom:  # noqa: BLE001 - no pydicom decoder: try GDCM through SimpleITK
@@ -677,6 +708,28 @@ def _decode_slice(path: str, samples: int) -> np.ndarray:
     if arr.shape != expected:
         raise DicomError(f"{path}: decoded pixel array has shape {arr.shape}, expected {expected}", path)
     return arr
+
+
+def padding_metadata(path: str) -> dict[str, float]:
+    """``PixelPaddingValue`` / ``PixelPaddingRangeLimit`` of a file in physical units (after the rescale), if given.
+
+    The tags are stored values (before RescaleSlope/RescaleIntercept); the returned ones are comparable with the
+    decoded pixels. Empty dict when the file has no padding value (or cannot be read).
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - the pixels were decoded already; padding is optional metadata
+        return {}
+    if "PixelPaddingValue" not in ds or ds.PixelPaddingValue is None:
+        return {}
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    out = {"PixelPaddingValue": float(ds.PixelPaddingValue) * slope + intercept}
+    if ds.get("PixelPaddingRangeLimit") is not None:
+        out["PixelPaddingRangeLimit"] = float(ds.PixelPaddingRangeLimit) * slope + intercept
+    return out
 
 
 @dataclass
@@ -802,7 +855,8 @@ class DicomSeriesReader(ImageReader):
         Returns:
             The float32 array ``[i, j, k]`` (``[i, j]`` for one slice, channel-last for RGB) and its metadata:
             ``affine``, ``original_affine`` (4x4 RAS), ``spatial_shape``, ``spacing``, ``original_channel_dim``,
-            ``space`` ("RAS"), ``Modality``, ``SeriesInstanceUID``, ``StudyInstanceUID``.
+            ``space`` ("RAS"), ``Modality``, ``SeriesInstanceUID``, ``StudyInstanceUID``, ``PixelPaddingValue`` and
+            ``PixelPaddingRangeLimit`` (physical units, NaN when the DICOM gives none).
         """
         s = img.series
         shape = s.loaded_shape
@@ -821,4 +875,8 @@ class DicomSeriesReader(ImageReader):
             "SeriesInstanceUID": s.series_uid,
             "StudyInstanceUID": s.study_uid,
         }
+        # PixelPaddingValue(/RangeLimit) in physical units, NaN when absent (same keys for every series: collation)
+        padding = padding_metadata(s.files[0]) if s.samples_per_pixel == 1 else {}
+        meta["PixelPaddingValue"] = padding.get("PixelPaddingValue", float("nan"))
+        meta["PixelPaddingRangeLimit"] = padding.get("PixelPaddingRangeLimit", float("nan"))
         return img.array, meta

@@ -13,14 +13,24 @@ Rules (after Isensee et al., nnU-Net, Nature Methods 2021, and the nnU-Net v2 ``
   has fewer than a third of their voxels, its target spacing is the 10th percentile of that axis' spacings
   (but never finer than the other axes);
 - input size = median image shape after resampling to the target spacing, rounded up to a multiple of ``divisor``
-  and capped by a voxel budget by shrinking the largest axes;
+  and capped by a voxel budget by shrinking the largest axes; when that cap would centre-crop away much of the
+  field of view (less than :data:`MIN_KEPT_FRACTION` of the median resampled extent along an axis, or of the
+  area/volume), the target spacing is coarsened instead until the whole median image fits the budget (like
+  nnU-Net's low-resolution configuration: the finest axes first);
 - normalization: CT → clip to the pooled foreground 0.5/99.5 percentiles and z-score with the pooled foreground
-  mean/std (``CTNormalization``); MR and other modalities → per-image z-score (over the non-zero region when
-  cropping to it would remove more than a quarter of the image, as nnU-Net's ``use_mask_for_norm``); 8-bit 2D images
-  → 0..255 to 0..1; mixed modalities → per-image z-score.
+  mean/std (``CTNormalization``); without masks the statistics are taken over the in-field voxels: the DICOM
+  ``PixelPaddingValue`` (/``PixelPaddingRangeLimit``) or, without it, the out-of-field constant (the image minimum,
+  below -1000 HU, filling a border-connected region of at least 1 % of the image) are excluded; MR and other
+  modalities → per-image z-score (over the non-zero region when cropping to it would remove more than a quarter of
+  the image, as nnU-Net's ``use_mask_for_norm``); 8-bit 2D images → 0..255 to 0..1; mixed modalities → per-image
+  z-score;
+- channels: ``in_channels`` follows the data: 2D data with any colour image (channels that differ) → 3 (RGB; grey
+  images replicated to three channels); grey data (also RGB images with R = G = B) → 1; an alpha channel is
+  dropped and said so; other data → its channel count.
 
 Differences to nnU-Net: shapes/spacings are those of the stored images (nnU-Net uses shapes after cropping to the
-non-zero region); multi-channel images are pooled over channels; 2D images keep their storage axis order.
+non-zero region); multi-channel images are pooled over channels (alpha excluded); 2D images keep their storage axis
+order.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from medmonai.utils import PathLike, atomic_write_json
 __all__ = [
     "FingerprintError",
     "ANISOTROPY_THRESHOLD",
+    "FINGERPRINT_VERSION",
+    "MIN_KEPT_FRACTION",
     "DEFAULT_DIVISOR",
     "DEFAULT_MAX_VOXELS",
     "compute_fingerprint",
@@ -47,9 +59,24 @@ __all__ = [
     "fingerprint_datalist",
     "write_fingerprint",
     "normalize_modality",
+    "ensure_plan",
+    "padding_mask",
+    "require_grey",
 ]
 
 ANISOTROPY_THRESHOLD = 3.0
+#: Version of the fingerprint record layout (2: channels/colour/alpha, padding, ``in_channels`` in the plan).
+FINGERPRINT_VERSION = 2
+#: Centre-cropping that keeps less than this fraction of the median field of view (per axis, or of the
+#: area/volume) is replaced by a coarser target spacing.
+MIN_KEPT_FRACTION = 0.5
+#: Out-of-field padding heuristic: the constant must lie below this value (HU; air is -1000) ...
+PADDING_MAX_VALUE = -1000.0
+#: ... and its border-connected region must cover at least this fraction of the image.
+PADDING_MIN_FRACTION = 0.01
+#: A 2D image with three channels is colour when the mean channel spread exceeds this fraction of its range
+#: (0.004 ~ one grey level of 255: JPEG chroma noise on a grey image stays below it).
+COLOUR_MIN_SPREAD = 0.004
 #: Default size divisor per spatial dimensionality (3D: 3 poolings like nnU-Net's hippocampus plan; 2D: 4).
 DEFAULT_DIVISOR: dict[int, int] = {2: 16, 3: 8}
 #: Default voxel budget of the input size per spatial dimensionality.
@@ -181,6 +208,81 @@ def _heuristic_modality(arr: np.ndarray, integer_valued: bool, spatial_dims: int
     return "MR"
 
 
+def _border_connected(eq: np.ndarray) -> np.ndarray:
+    """Voxels of the boolean 2D plane ``eq`` connected to its border (within ``eq``)."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(eq)
+    if n == 0:
+        return np.zeros_like(eq)
+    border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    keep = np.unique(border[border > 0])
+    return np.isin(lab, keep)
+
+
+def padding_mask(
+    arr: np.ndarray, meta: Mapping[str, Any] | None = None, modality: str | None = None
+) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """Find the padding (out-of-field) voxels of a one-channel image ``(1, *spatial)``.
+
+    1. The DICOM ``PixelPaddingValue`` (physical units, in ``meta``; with ``PixelPaddingRangeLimit`` every value
+       between the two) when the reader gives it;
+    2. else, for CT only, the out-of-field constant: the image minimum, when it is below :data:`PADDING_MAX_VALUE`
+       (-1000 HU, air) and the voxels at exactly that value connected to the border of their slice (2D: of the
+       image) cover at least :data:`PADDING_MIN_FRACTION` of the image (e.g. -3024 or -2048 outside the scan
+       circle).
+
+    Args:
+        arr: channel-first image; images with more than one channel have no padding.
+        meta: the image's metadata (``PixelPaddingValue``, ``PixelPaddingRangeLimit``).
+        modality: normalized modality (the constant rule applies to ``"CT"`` only).
+
+    Returns:
+        ``(mask, info)``: the spatial boolean padding mask and ``{"source", "value", "range_limit", "n_voxels",
+        "fraction"}``, or ``(None, None)`` when no padding is found.
+    """
+    if arr.shape[0] != 1:
+        return None, None
+    v = arr[0]
+    meta = meta or {}
+
+    def _finite(x: Any) -> float | None:
+        try:
+            f = float(np.asarray(x).reshape(-1)[0])
+        except (TypeError, ValueError, IndexError):
+            return None
+        return f if math.isfinite(f) else None
+
+    pv, lim = _finite(meta.get("PixelPaddingValue")), _finite(meta.get("PixelPaddingRangeLimit"))
+    info: dict[str, Any]
+    if pv is not None:
+        if lim is not None:
+            lo, hi = sorted((pv, lim))
+            pad = (v >= np.asarray(lo, v.dtype)) & (v <= np.asarray(hi, v.dtype))
+        else:
+            pad = v == np.asarray(pv, v.dtype)
+        info = {"source": "DICOM PixelPaddingValue", "value": pv, "range_limit": lim}
+    elif modality == "CT":
+        c = v.min()
+        if not float(c) < PADDING_MAX_VALUE:
+            return None, None
+        eq = v == c
+        if eq.mean() < PADDING_MIN_FRACTION:
+            return None, None
+        if v.ndim == 2:
+            pad = _border_connected(eq)
+        else:  # slice by slice along the last (storage) axis: the scan circle lies in the acquisition plane
+            pad = np.stack([_border_connected(eq[..., k]) for k in range(eq.shape[-1])], axis=-1)
+        if pad.mean() < PADDING_MIN_FRACTION:
+            return None, None
+        info = {"source": "out-of-field constant", "value": float(c), "range_limit": None}
+    else:
+        return None, None
+    info["n_voxels"] = int(pad.sum())
+    info["fraction"] = round(float(pad.mean()), 6)
+    return pad, info
+
+
 def image_fingerprint(
     image: Any,
     mask: Any | None = None,
@@ -199,8 +301,14 @@ def image_fingerprint(
         samples_per_image: number of voxels sampled for the pooled statistics.
         rng: random generator for the sampling.
 
+    The record holds the geometry, modality, channel count (2D: ``colour`` when three channels differ, ``alpha``
+    for a grey+alpha or RGBA image; alpha is left out of the statistics), intensity statistics over all voxels
+    (``intensity_all``), over the in-field voxels when padding was found (``padding``, ``intensity_in_field``, see
+    :func:`padding_mask`) and over the mask foreground.
+
     Returns:
-        ``(record, foreground_samples, all_samples)``; ``foreground_samples`` is empty without a mask.
+        ``(record, foreground_samples, all_samples)``; ``foreground_samples`` is empty without a mask;
+        ``all_samples`` leave the padding out.
 
     Raises:
         ValueError: for non-finite values or a mask on another grid.
@@ -212,9 +320,25 @@ def image_fingerprint(
         raise ValueError(f"expected a channel-first 2D or 3D image, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"image has {int((~np.isfinite(arr)).sum())} non-finite (NaN/inf) voxel(s)")
+    if arr.shape[0] == 0:
+        raise ValueError(f"image has no channel (shape {arr.shape})")
     sd = arr.ndim - 1
     affine = np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64)
-    rec: dict[str, Any] = {"spatial_dims": sd, "channels": int(arr.shape[0])}
+    n_ch = int(arr.shape[0])
+    rec: dict[str, Any] = {"spatial_dims": sd, "channels": n_ch}
+    # 2D colour semantics: 2 channels = grey + alpha, 4 = RGBA; alpha is kept out of the statistics
+    values = arr
+    rec["alpha"] = None
+    if sd == 2 and n_ch in (2, 4):
+        a = arr[-1]
+        rec["alpha"] = {"min": float(a.min()), "max": float(a.max()), "constant": bool(a.min() == a.max())}
+        values = arr[:-1]
+    rec["colour"] = False
+    if sd == 2 and values.shape[0] == 3:
+        spread = float((values.max(axis=0) - values.min(axis=0)).mean())
+        value_range = float(values.max() - values.min())
+        rec["colour_spread"] = round(spread, 6)
+        rec["colour"] = bool(spread > COLOUR_MIN_SPREAD * max(value_range, 1e-12))
     rec.update(_ras_geometry(affine, arr.shape[1:]))
     integer_valued = bool(np.array_equal(arr, np.round(arr)))
     rec["integer_valued"] = integer_valued
@@ -230,10 +354,17 @@ def image_fingerprint(
     rec["modality"] = modality
     rec["modality_source"] = source
 
-    flat = arr.reshape(-1)
+    flat = values.reshape(-1)
     rec["intensity_all"] = _stats(flat)
-    rec["nonzero_bbox_fraction"] = _nonzero_bbox_fraction(arr)
-    all_samples = _sample(flat, samples_per_image, rng)
+    rec["nonzero_bbox_fraction"] = _nonzero_bbox_fraction(values)
+    pad, rec["padding"] = padding_mask(values, meta, modality)
+    rec["intensity_in_field"] = None
+    if pad is not None and pad.any():
+        in_field = values[:, ~pad].reshape(-1)
+        rec["intensity_in_field"] = _stats(in_field)
+        all_samples = _sample(in_field, samples_per_image, rng)
+    else:
+        all_samples = _sample(flat, samples_per_image, rng)
     fg_samples = np.empty(0, dtype=np.float32)
     rec["intensity_foreground"] = None
     rec["mask_labels"] = None
@@ -243,8 +374,8 @@ def image_fingerprint(
             raise ValueError(f"mask spatial shape {tuple(m.shape[1:])} differs from image {tuple(arr.shape[1:])}")
         labels, counts = np.unique(np.round(m).astype(np.int64), return_counts=True)
         rec["mask_labels"] = {str(int(lab)): int(c) for lab, c in zip(labels, counts)}
-        fg = np.broadcast_to(np.any(m > 0, axis=0, keepdims=True), arr.shape)
-        fg_vals = arr[fg]
+        fg = np.broadcast_to(np.any(m > 0, axis=0, keepdims=True), values.shape)
+        fg_vals = values[fg]
         rec["intensity_foreground"] = _stats(fg_vals)
         fg_samples = _sample(fg_vals, samples_per_image, rng)
     return rec, fg_samples, all_samples
@@ -288,7 +419,9 @@ def compute_fingerprint(
 
     Returns:
         The fingerprint dict: ``images`` (one record per entry) and the aggregates ``n_images``, ``n_subjects``,
-        ``images_per_subject``, ``spatial_dims``, ``channels``, ``median_spacing``, ``median_shape``,
+        ``images_per_subject``, ``spatial_dims``, ``channels`` (stored channel counts), ``colour_images``,
+        ``alpha_images``, ``padding`` (images with padding excluded from the statistics), ``median_spacing``,
+        ``median_shape``,
         ``spacing``/``shape`` (``median``, ``min``, ``max``, ``percentile_10`` per RAS axis), ``anisotropy_ratio``,
         ``modality_counts``, ``modality_sources``, ``intensity`` (pooled), ``class_counts``, ``mask_labels``.
 
@@ -362,19 +495,30 @@ def compute_fingerprint(
             d["voxels"] += n
 
     with_mask = sum(r["intensity_foreground"] is not None for r in records)
+    padded = [r for r in records if r.get("padding")]
+    all_src = "in-field voxels" if padded else "all voxels"
     if with_mask == len(records):
         pooled_src, pool = "foreground", np.concatenate(fg_pool)
     else:
-        pooled_src, pool = "all voxels", np.concatenate(all_pool)
+        pooled_src, pool = all_src, np.concatenate(all_pool)
     if pool.size == 0:  # masks present but all empty
-        pooled_src, pool = "all voxels", np.concatenate(all_pool)
+        pooled_src, pool = all_src, np.concatenate(all_pool)
     pooled = _stats(pool) or {}
     pooled["source"] = pooled_src
     pooled["n_images_with_mask"] = with_mask
+    padding_summary: dict[str, Any] = {"n_images": len(padded)}
+    if padded:
+        padding_summary["sources"] = dict(Counter(r["padding"]["source"] for r in padded))
+        padding_summary["values"] = {
+            f"{v:g}": n for v, n in sorted(Counter(float(r["padding"]["value"]) for r in padded).items())
+        }
+        padding_summary["median_fraction"] = float(np.median([r["padding"]["fraction"] for r in padded]))
+    alpha = [r for r in records if r.get("alpha")]
 
     median_spacing = np.median(spacings, axis=0)
     aniso = np.max(spacings, axis=1) / np.min(spacings, axis=1)
     return {
+        "version": FINGERPRINT_VERSION,
         "n_images": len(records),
         "n_subjects": len(subjects),
         "images_per_subject": {
@@ -384,6 +528,9 @@ def compute_fingerprint(
         },
         "spatial_dims": int(sd),
         "channels": {str(k): v for k, v in sorted(Counter(r["channels"] for r in records).items())},
+        "colour_images": sum(bool(r.get("colour")) for r in records),
+        "alpha_images": {"n": len(alpha), "varying": sum(not r["alpha"]["constant"] for r in alpha)},
+        "padding": padding_summary,
         "median_spacing": [round(float(v), 6) for v in median_spacing],
         "median_shape": [float(v) for v in np.median(shapes, axis=0)],
         "spacing": _axis_stats(spacings),
@@ -412,6 +559,56 @@ def _fmt(values: Sequence[float], nd: int = 3) -> str:
     return "(" + ", ".join(f"{v:.{nd}g}" for v in values) + ")"
 
 
+def _plan_channels(fp: Mapping[str, Any], sd: int) -> tuple[int, int | None, list[str]]:
+    """``(in_channels, channels for build_preprocessing, reasons)`` from the fingerprint's channel records."""
+    counts = {int(k): int(v) for k, v in dict(fp.get("channels", {})).items()}
+    if not counts:
+        return 1, None, ["channels: unknown (no channel counts in the fingerprint): in_channels 1"]
+    n = sum(counts.values())
+    reasons: list[str] = []
+    if sd == 2 and set(counts) <= {1, 2, 3, 4}:
+        n_colour = fp.get("colour_images")
+        if n_colour is None:  # older fingerprint: every 3/4-channel image counts as colour
+            n_colour = counts.get(3, 0) + counts.get(4, 0)
+        stored = ", ".join(f"{v} with {k}" for k, v in sorted(counts.items()))
+        if n_colour:
+            in_channels, channels = 3, 3
+            n_grey = n - int(n_colour)
+            reasons.append(
+                f"channels: {n_colour} of {n} images are colour (stored channels: {stored}): in_channels 3 (RGB)"
+                + (f"; the {n_grey} grey image(s) are replicated to 3 channels" if n_grey else "")
+            )
+        elif set(counts) != {1}:
+            in_channels, channels = 1, 1
+            reasons.append(
+                f"channels: no image holds colour (stored channels: {stored}; R = G = B in every multi-channel "
+                "image): converted to one grey channel without loss, in_channels 1"
+            )
+        else:
+            in_channels, channels = 1, None
+            reasons.append(f"channels: all {n} images have one (grey) channel: in_channels 1")
+        alpha = dict(fp.get("alpha_images") or {})
+        n_alpha = int(alpha.get("n", counts.get(2, 0) + counts.get(4, 0)))
+        if n_alpha:
+            varying = alpha.get("varying")
+            reasons.append(
+                f"alpha: {n_alpha} image(s) have an alpha (transparency) channel"
+                + (f", {varying} of them not fully constant" if varying else ", constant (no information)")
+                + ": it is dropped, the grey/colour channels are used as stored"
+                + ("; composite the images first if the transparency carries information" if varying else "")
+            )
+        return in_channels, channels, reasons
+    if len(counts) == 1:
+        c = next(iter(counts))
+        reasons.append(f"channels: all {n} images have {c} channel(s): in_channels {c}")
+        return c, None, reasons
+    reasons.append(
+        f"channels: mixed channel counts {counts} are not harmonised (they cannot be batched together): check the "
+        f"data; in_channels {max(counts)}"
+    )
+    return max(counts), None, reasons
+
+
 def plan_from_fingerprint(
     fp: Mapping[str, Any],
     spatial_dims: int | None = None,
@@ -430,7 +627,8 @@ def plan_from_fingerprint(
     Returns:
         The plan: ``spatial_dims``, ``target_spacing``, ``orientation``, ``spatial_size``, ``size_mode``,
         ``normalization``, ``denoise``, ``channels`` (consumed by
-        :func:`~medmonai.transforms.preprocessing.build_preprocessing`), plus ``divisor``, ``max_patch_voxels``,
+        :func:`~medmonai.transforms.preprocessing.build_preprocessing`), ``in_channels`` (the network's input
+        channels after preprocessing), plus ``divisor``, ``max_patch_voxels``,
         ``median_shape_resampled``, ``anisotropic`` and ``reasons`` (one string per choice).
 
     Raises:
@@ -488,9 +686,14 @@ def plan_from_fingerprint(
     target = np.round(target, 6)
 
     # --- input size ---------------------------------------------------------------------------------------------
-    resampled = np.round(shapes * spacings / target[None, :])
-    med_res = np.median(resampled, axis=0)
-    size = [max(divisor, int(math.ceil(s / divisor) * divisor)) for s in med_res]
+    def _median_resampled(spacing: np.ndarray) -> np.ndarray:
+        return np.median(np.round(shapes * spacings / spacing[None, :]), axis=0)
+
+    def _round_up(shape: np.ndarray) -> list[int]:
+        return [max(divisor, int(math.ceil(s / divisor) * divisor)) for s in shape]
+
+    med_res = _median_resampled(target)
+    size = _round_up(med_res)
     reasons.append(
         f"spatial size: median shape after resampling to the target spacing {_fmt(med_res, 4)} rounded up to a "
         f"multiple of {divisor} -> {tuple(size)}"
@@ -502,11 +705,40 @@ def plan_from_fingerprint(
             biggest = max(size)
             axis = max((a for a in range(sd) if size[a] == biggest), key=lambda a: ratios[a])
             size[axis] -= divisor
-        reasons.append(
-            f"spatial size {before} exceeds the budget of {budget} voxels: largest axes shrunk to {tuple(size)}; "
-            "images larger than that are centre-cropped (use size_mode='resize', a coarser target spacing, a "
-            "larger max_patch_voxels or patch-based training to keep the whole field of view)"
-        )
+        kept = [min(1.0, size[a] / max(med_res[a], 1.0)) for a in range(sd)]
+        kept_all = float(np.prod(kept))
+        if min(kept) < MIN_KEPT_FRACTION or kept_all < MIN_KEPT_FRACTION:
+            # a centre crop this large removes most of the anatomy: coarsen the spacing instead (nnU-Net lowres
+            # rule: axes finer than half the coarsest spacing first, then all axes), until the median image fits
+            old_target = target.copy()
+            worst_axis = int(np.argmin(kept))
+            for _ in range(5000):
+                fine = target < 0.5 * target.max()
+                target = target * np.where(fine, 1.03, 1.0) if fine.any() else target * 1.03
+                med_res = _median_resampled(target)
+                size = _round_up(med_res)
+                if int(np.prod(size)) <= budget:
+                    break
+            target = np.round(target, 6)
+            med_res = _median_resampled(target)
+            size = _round_up(med_res)
+            reasons.append(
+                f"spatial size {before} exceeds the budget of {budget} voxels; shrinking it to the budget would "
+                f"centre-crop the median image to {kept[worst_axis]:.0%} of its extent along axis "
+                f"{axes[worst_axis]} ({kept_all:.0%} of its {'area' if sd == 2 else 'volume'}; the minimum is "
+                f"{MIN_KEPT_FRACTION:.0%}): the target spacing is coarsened from {_fmt(old_target)} to "
+                f"{_fmt(target)} mm instead (finest axes first, nnU-Net low-resolution rule), so that the whole "
+                f"median field of view {_fmt(med_res, 4)} fits in {tuple(size)} "
+                "(give target_spacing/spatial_size, a larger max_patch_voxels or patch-based training for more detail)"
+            )
+        else:
+            reasons.append(
+                f"spatial size {before} exceeds the budget of {budget} voxels: largest axes shrunk to {tuple(size)}; "
+                f"the median image is centre-cropped to {_fmt([100 * k for k in kept])} % of its extent per axis "
+                f"({kept_all:.0%} of its {'area' if sd == 2 else 'volume'}, at least {MIN_KEPT_FRACTION:.0%} kept; "
+                "use size_mode='resize', a coarser target spacing, a larger max_patch_voxels or patch-based "
+                "training to keep the whole field of view)"
+            )
     else:
         reasons.append(f"spatial size {tuple(size)} is within the budget of {budget} voxels")
 
@@ -532,8 +764,20 @@ def plan_from_fingerprint(
             f"normalization: all images are CT (modality from {src_txt}): nnU-Net CT normalization, clip to the "
             f"pooled {it['source']} 0.5/99.5 percentiles [{it['percentile_00_5']:.1f}, {it['percentile_99_5']:.1f}]"
             f" HU and z-score with their mean {it['mean']:.1f} / std {it['std']:.1f}"
-            + ("" if it["source"] == "foreground" else " (no masks for every image: statistics over all voxels)")
+            + ("" if it["source"] == "foreground" else f" (no masks for every image: statistics over {it['source']})")
         )
+        pad = dict(fp.get("padding") or {})
+        if pad.get("n_images"):
+            values = ", ".join(f"{v} HU in {n}" for v, n in pad.get("values", {}).items())
+            srcs = ", ".join(f"{k}: {v}" for k, v in pad.get("sources", {}).items())
+            found = (
+                f"{pad['n_images']} of {len(records)} images have padding outside the field of view ({values}; found "
+                f"by {srcs}; a median {pad.get('median_fraction', 0):.0%} of their voxels)"
+            )
+            if it["source"] == "foreground":
+                reasons.append(f"padding: {found}; not in the statistics (they use the mask foreground)")
+            else:
+                reasons.append(f"padding excluded from the CT statistics: {found}")
     elif len(categories) == 1 and "8bit" in categories:
         normalization = {"preset": "scale255"}
         reasons.append(f"normalization: all images are 8-bit (modality from {src_txt}): scale 0..255 to 0..1")
@@ -558,14 +802,8 @@ def plan_from_fingerprint(
         if sd == 3
         else "orientation: none for 2D images (projection images are kept as stored)"
     )
-    channel_counts = {int(k): v for k, v in dict(fp.get("channels", {})).items()}
-    channels = None
-    if len(channel_counts) > 1:
-        if sd == 2 and set(channel_counts) <= {1, 3, 4}:
-            channels = 1
-            reasons.append(f"channels: mixed channel counts {channel_counts}: colour images converted to grey")
-        else:
-            reasons.append(f"channels: mixed channel counts {channel_counts}: not harmonised, check the data")
+    in_channels, channels, channel_reasons = _plan_channels(fp, sd)
+    reasons.extend(channel_reasons)
 
     return {
         "spatial_dims": sd,
@@ -576,12 +814,34 @@ def plan_from_fingerprint(
         "normalization": normalization,
         "denoise": None,
         "channels": channels,
+        "in_channels": in_channels,
         "divisor": divisor,
         "max_patch_voxels": budget,
         "median_shape_resampled": [float(s) for s in med_res],
         "anisotropic": anisotropic,
         "reasons": reasons,
     }
+
+
+def require_grey(plan: Mapping[str, Any], what: str) -> int:
+    """Return ``1`` (the ``channels`` setting) for a consumer that only handles grey images, or refuse colour data.
+
+    Args:
+        plan: a plan from :func:`plan_from_fingerprint` (or :func:`ensure_plan`).
+        what: the consumer, named in the error (e.g. ``"the GAN bundle"``).
+
+    Raises:
+        ValueError: if the plan's ``in_channels`` is not 1 (colour data would be silently made grey); set
+            ``channels: 1`` explicitly to convert them on purpose.
+    """
+    n = int(plan.get("in_channels", 1) or 1)
+    if n != 1:
+        raise ValueError(
+            f"{what} works on grey (one-channel) images, but the data have {n} channels (plan: "
+            f"{next((r for r in plan.get('reasons', []) if r.startswith('channels')), 'in_channels ' + str(n))}); "
+            "set channels: 1 explicitly to convert them to grey on purpose"
+        )
+    return 1
 
 
 def fingerprint_datalist(
@@ -638,7 +898,9 @@ def ensure_plan(
 
     Meant for bundle configs (``plan: "$medmonai.data.fingerprint.ensure_plan(@datalist, @output_dir + '/fp.json')"``):
     the first run fingerprints the ``key`` split (never ``test``) and writes ``out``; later runs read it back, as long
-    as it was made from the same datalist file and split. ``overrides`` replace plan values (e.g. ``spatial_size``).
+    as it was made from the same datalist file and split. A cached plan is used as it was made, also one written by
+    an older version (a trained model keeps the plan it was trained with; a plan without ``in_channels`` means one
+    channel): delete the file to plan again. ``overrides`` replace plan values (e.g. ``spatial_size``).
 
     Returns:
         The plan dict (consumable by :func:`medmonai.transforms.preprocessing.build_preprocessing`).

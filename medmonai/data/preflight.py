@@ -43,9 +43,11 @@ from medmonai.data.datalist import (
     Problem,
     check_entries,
     class_names,
+    datalist_base_dir,
     format_problems,
     load_datalist,
     load_datalist_file,
+    path_escape,
     write_datalist,
 )
 from medmonai.utils import PathLike, atomic_write_json, file_signature, read_json
@@ -67,7 +69,7 @@ PREFLIGHT_MODES: tuple[str, ...] = ("error", "skip", "off")
 REPORT_NAME = "preflight_report.json"
 CACHE_NAME = "preflight_cache.json"
 CLEANED_NAME = "preflight_datalist.json"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: info holds the affine and warnings
 
 
 class PreflightError(DatalistError):
@@ -147,6 +149,64 @@ def _sha1(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _alpha_check(path: str) -> tuple[str | None, str | None]:
+    """The alpha-channel rule for 2D images: ``(problem, warning)``.
+
+    Loading keeps the colour channels and drops the alpha channel. A fully opaque alpha loses nothing: a warning.
+    Transparent pixels are an error: their colour values (often black or undefined) would be learnt as image
+    content; the images must be flattened onto their background (or saved without alpha) first.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            transparency = "transparency" in im.info
+            if mode not in _ALPHA_MODES and not transparency:
+                return None, None
+            rgba = im.convert("LA" if mode in ("LA", "La", "L") else "RGBA")
+            alpha = np.asarray(rgba.getchannel("A"))
+    except Exception:  # noqa: BLE001 - the reader already decoded the file; a header quirk is no reason to fail
+        return None, None
+    what = f"mode {mode}" + (" with a transparent colour" if transparency and mode not in _ALPHA_MODES else "")
+    n_transparent = int(np.count_nonzero(alpha < 255))
+    if n_transparent:
+        return (
+            f"image has an alpha channel ({what}) with {n_transparent} of {alpha.size} pixels not fully opaque: "
+            "loading drops the alpha, so the colour under transparent pixels would be learnt as image content; "
+            "flatten the images onto their background or save them without alpha"
+        ), None
+    return None, f"image has an alpha channel ({what}), fully opaque: it is dropped when loading (nothing is lost)"
+
+
+def _affine_difference(image_affine: Any, mask_affine: Any) -> str | None:
+    """Why a mask's affine does not put its voxels where its image's are, or None (same grid, same place)."""
+    a, b = np.asarray(image_affine, dtype=float), np.asarray(mask_affine, dtype=float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] < 2:
+        return None
+    n = a.shape[0] - 1
+    spacing = np.linalg.norm(a[:n, :n], axis=0)
+    tol = 0.1 * float(spacing[spacing > 0].min()) if np.any(spacing > 0) else 1e-3
+    if not np.allclose(a[:n, :n], b[:n, :n], rtol=1e-3, atol=1e-3 * float(spacing.max() or 1.0)):
+        return (
+            f"mask is not aligned with its image: its orientation or spacing differs (image voxel axes "
+            f"{np.round(a[:n, :n], 4).tolist()}, mask {np.round(b[:n, :n], 4).tolist()}); resample the mask onto "
+            "the image or fix its header"
+        )
+    shift = b[:n, n] - a[:n, n]
+    if float(np.linalg.norm(shift)) > tol:
+        return (
+            f"mask is not aligned with its image: its origin is shifted by {float(np.linalg.norm(shift)):.4g} mm "
+            f"({', '.join(f'{v:.4g}' for v in shift)}) on the same voxel grid; resample the mask onto the image "
+            "or fix its header"
+        )
+    return None
+
+
 _READER: Any = None
 
 
@@ -184,7 +244,16 @@ def check_image(
     arr = np.asarray(arr)
     spatial = _spatial_shape(arr, meta)
     info.update(shape=[int(s) for s in arr.shape], spatial_shape=list(spatial), sha1=_sha1(arr))
+    affine = meta.get("affine")
+    if affine is not None:
+        info["affine"] = np.asarray(affine, dtype=float).tolist()
     reasons: list[str] = []
+    if len(names) == 1 and names[0].lower().endswith(_PIL_SUFFIXES):
+        alpha_reason, alpha_warning = _alpha_check(names[0])
+        if alpha_reason:
+            reasons.append(alpha_reason)
+        if alpha_warning:
+            info["warnings"] = [alpha_warning]
     if spatial_dims is not None:
         # NIfTI: every axis is spatial or time; a 4th axis of length > 1 is a time series, not channels
         axes = arr.shape if _is_nifti(names) else spatial
@@ -285,11 +354,15 @@ def preflight_entries(
     source: str = "",
     split: str = "",
     hashes: dict[int, str] | None = None,
+    require_labels: bool | None = None,
+    known_problems: Sequence[Problem] = (),
+    warnings: list[Problem] | None = None,
+    dims_found: dict[int, int] | None = None,
 ) -> list[Problem]:
     """Check datalist entries: paths and labels, then every image and mask opened, decoded and compared.
 
-    Paths and labels are checked by :func:`~medmonai.data.datalist.check_entries`, images and masks by
-    :func:`check_image`.
+    Paths, labels and duplicates are checked by :func:`~medmonai.data.datalist.check_entries`, images and masks by
+    :func:`check_image`; a mask must have its image's shape and affine (the same voxels in the same place).
 
     Args:
         entries: resolved entries (absolute paths, see :func:`~medmonai.data.datalist.load_datalist`).
@@ -302,28 +375,45 @@ def preflight_entries(
         source: the datalist's name, for messages.
         split: the split's name (shown in the ``key`` column as ``split:key``).
         hashes: filled with entry index -> SHA-1 of the decoded image (for the provenance's data fingerprint).
+        require_labels: see :func:`~medmonai.data.datalist.check_entries`.
+        known_problems: problems found by the caller (e.g. paths leaving the datalist's folder): reported, and
+            their entries are not opened.
+        warnings: filled with what deserves a note but is no error (a fully opaque alpha channel).
+        dims_found: filled with entry index -> spatial dimensions of the decoded image.
 
     Returns:
         The problems; ``index`` is the entry's position in ``entries`` (-1 for the list as a whole).
     """
     prefix = f"{split}:" if split else ""
-    problems = check_entries(entries, classes, check_files=True, require_all_classes=require_all_classes, source=source)
+    problems = [Problem(p.index, p.file, p.reason, p.key) for p in known_problems]
+    problems += check_entries(
+        entries, classes, check_files=True, require_all_classes=require_all_classes, source=source,
+        require_labels=require_labels,
+    )  # fmt: skip
     for p in problems:
         p.key = prefix + (p.key or "entry")
     if not decode or not entries:
         return problems
-    bad_files = {(p.index, p.key) for p in problems if p.reason.startswith("file ")}
+    # entries whose path (or whole entry) is bad are not opened
+    bad_files = {(p.index, p.key) for p in problems if p.index >= 0 and not p.key.endswith("label")}
+    bad_entries = {i for i, k in bad_files if k in (f"{prefix}entry",)}
     allowed = _mask_values(mask_labels)
     cache = _Cache(cache_file)
     try:
         for i, e in enumerate(entries):
+            if i in bad_entries or not isinstance(e, Mapping):
+                continue
             image, mask = e.get("image"), e.get("mask")
             img_info: dict[str, Any] = {}
             if image is not None and (i, f"{prefix}image") not in bad_files:
                 reasons, img_info = cache.check(image, spatial_dims, False)
                 problems += [Problem(i, _shown(image), r, f"{prefix}image") for r in reasons]
+                if warnings is not None:
+                    warnings += [Problem(i, _shown(image), w, f"{prefix}image") for w in img_info.get("warnings", [])]
                 if hashes is not None and not reasons and "sha1" in img_info:
                     hashes[i] = img_info["sha1"]
+                if dims_found is not None and not reasons and img_info.get("spatial_shape"):
+                    dims_found[i] = len(img_info["spatial_shape"])
             if mask is None or (i, f"{prefix}mask") in bad_files:
                 continue
             reasons, mask_info = cache.check(mask, spatial_dims, True)
@@ -340,6 +430,10 @@ def preflight_entries(
                         f"{prefix}mask",
                     )
                 )
+            elif img_info.get("affine") is not None and mask_info.get("affine") is not None:
+                misaligned = _affine_difference(img_info["affine"], mask_info["affine"])
+                if misaligned:
+                    problems.append(Problem(i, _shown(mask), f"{misaligned} ({_shown(image)})", f"{prefix}mask"))
             unknown = sorted(set(mask_info.get("values", [])) - allowed) if allowed is not None else []
             if unknown:
                 problems.append(
@@ -380,6 +474,7 @@ def preflight_datalist(
     keys: Sequence[str] = SPLIT_KEYS,
     decode: bool = True,
     report: PathLike | None = None,
+    leakage: str = "error",
 ) -> str:
     """Check a datalist before training and return the datalist to train on.
 
@@ -400,6 +495,10 @@ def preflight_datalist(
         keys: the splits to check.
         decode: open and decode every image (False: paths and labels only).
         report: the report's path (default ``output_dir/preflight_report.json``).
+        leakage: the same image in two splits (the same file, or identical decoded voxels, whatever the subjects):
+            ``"error"`` (default): a problem of the earlier split's entry (training before validation before test);
+            ``"drop"`` / ``"off"``: a warning only, for a run whose leakage guard
+            (:func:`medmonai.data.splits.check_leakage`) is set to drop such entries or to ignore them.
 
     Returns:
         The path of the datalist to use: ``datalist`` itself when nothing was skipped.
@@ -410,6 +509,8 @@ def preflight_datalist(
     """
     if on_error not in PREFLIGHT_MODES:
         raise ValueError(f"preflight must be one of {PREFLIGHT_MODES}, got {on_error!r}")
+    if leakage not in ("error", "drop", "off"):
+        raise ValueError(f"leakage must be one of ('error', 'drop', 'off'), got {leakage!r}")
     datalist = os.fspath(datalist)
     if on_error == "off":
         return datalist
@@ -431,18 +532,54 @@ def preflight_datalist(
     splits = [k for k in keys if isinstance(raw.get(k), list)]
     if not splits:
         raise PreflightError(f"{datalist}: no split among {list(keys)} in the datalist")
-    per_split = {k: load_datalist(datalist, k) for k in splits}
+    per_split = {k: load_datalist(datalist, k, validate=False) for k in splits}
+    base = datalist_base_dir(raw, datalist)
     entry_problems: dict[str, list[Problem]] = {}
     hashes: dict[str, dict[int, str]] = {}
+    warnings: list[Problem] = []
+    dims_found: dict[str, dict[int, int]] = {}
     for k in splits:
-        hashes[k] = {}
+        hashes[k], dims_found[k] = {}, {}
+        escapes = [
+            Problem(i, str(e.get(pk)), reason, pk)
+            for i, e in enumerate(raw[k])
+            if isinstance(e, dict)
+            for pk in ("image", "mask")
+            for reason in [path_escape(e.get(pk), base)]
+            if reason
+        ]
         probs = preflight_entries(
             per_split[k], classes=classes, spatial_dims=dims, mask_labels=raw.get("mask_labels"),
             require_all_classes=(k == "training"), decode=decode, cache_file=out / CACHE_NAME if out else None,
-            source=datalist, split=k, hashes=hashes[k],
+            source=datalist, split=k, hashes=hashes[k], require_labels=True if k != "test" else None,
+            known_problems=escapes, warnings=warnings, dims_found=dims_found[k],
         )  # fmt: skip
+        entry_problems[k] = probs
+    for p in _cross_split_duplicates(per_split, hashes):
+        if leakage == "error":
+            entry_problems[p.key.split(":")[0]].append(p)
+        else:
+            p.reason += f" (leakage: {leakage}, left to the leakage guard)"
+            warnings.append(p)
+    for k in splits:
+        probs = entry_problems[k]
         entry_problems[k] = sorted((p for p in probs if p.index >= 0), key=lambda p: p.index)
         global_problems += [p for p in probs if p.index < 0]
+    found = {d for per in dims_found.values() for d in per.values()}
+    if dims is None and len(found) > 1:
+        examples = {d: next(_shown(per_split[k][i]["image"]) for k in splits for i, v in dims_found[k].items()
+                            if v == d) for d in sorted(found)}  # fmt: skip
+        global_problems.append(
+            Problem(
+                -1, datalist,
+                "mixed 2D and 3D images (" + ", ".join(f"{d}D: e.g. {f}" for d, f in examples.items())
+                + "); one datalist must hold one kind (set tensorImageSize or --dims to say which is expected)",
+                "spatial_dims",
+            )
+        )  # fmt: skip
+    inferred = dims if dims is not None else (next(iter(found)) if len(found) == 1 else None)
+    for w in warnings:
+        logger.warning(f"{datalist}: entry {w.index} [{w.key}]: {w.file}: {w.reason}")
     bad = {k: {p.index for p in entry_problems[k]} for k in splits}
     entry_list = [p for k in splits for p in entry_problems[k]]
     result = datalist
@@ -465,7 +602,7 @@ def preflight_datalist(
         (out / CLEANED_NAME).unlink()  # from an earlier run with other data: never train on a stale copy
     shown = _unique(global_problems + entry_list)
     records = [
-        (k, case_id(e), e.get("label"), hashes[k].get(i, ""))
+        (k, case_id(e) if "image" in e else str(i), e.get("label"), hashes[k].get(i, ""))
         for k in splits
         for i, e in enumerate(per_split[k])
         if not (skipped and i in bad[k])
@@ -473,12 +610,14 @@ def preflight_datalist(
     summary = {
         "datalist": datalist,
         "mode": on_error,
-        "spatial_dims": dims,
+        "spatial_dims": inferred,
+        "spatial_dims_source": "given" if spatial_dims is not None else "tensorImageSize" if dims else "images",
         "decoded": decode,
         "checked": {k: len(per_split[k]) for k in splits},
         "n_problems": len(shown),
         "problems": [p.to_dict() for p in shown],
         "skipped": skipped,
+        "warnings": [w.to_dict() for w in warnings],
         "datalist_used": result,
         "data_sha1": _data_sha1(records),
     }
@@ -498,6 +637,58 @@ def preflight_datalist(
             f"training on {result}{where}:\n{format_problems(entry_list)}"
         )
     return result
+
+
+def _cross_split_duplicates(
+    per_split: Mapping[str, Sequence[Mapping[str, Any]]],
+    hashes: Mapping[str, Mapping[int, str]],
+) -> list[Problem]:
+    """Entries that hold the same image as an entry of another split, whatever their subjects say.
+
+    The same image: the same file (resolved path, symbolic links followed) or the same decoded voxels (SHA-1).
+
+    Reported on the entry of the earlier split (training before validation before test), which ``preflight: skip``
+    then leaves out, never the test entry.
+    """
+    order = [k for k in SPLIT_KEYS if k in per_split]
+    first: dict[Any, tuple[str, int]] = {}
+    out: list[Problem] = []
+    flagged: set[tuple[str, int]] = set()
+    for k in order:
+        for i, e in enumerate(per_split[k]):
+            value = e.get("image")
+            if not isinstance(value, str | list | tuple) or not value:
+                continue
+            idents = [("path", _realpath(value))]
+            if i in hashes.get(k, {}):
+                idents.append(("content", hashes[k][i]))
+            for kind, ident in idents:
+                if (kind, ident) not in first:
+                    first[(kind, ident)] = (k, i)
+                    continue
+                k0, i0 = first[(kind, ident)]
+                if k0 == k or (k0, i0) in flagged:
+                    continue  # duplicates inside one split are check_entries' (path) or allowed (content)
+                flagged.add((k0, i0))
+                other = per_split[k][i]
+                what = "the same file" if kind == "path" else "the same image content (identical voxels)"
+                s0, s1 = per_split[k0][i0].get("subject"), other.get("subject")
+                under = f" under another subject ({s0!r} / {s1!r})" if s0 != s1 else ""
+                out.append(
+                    Problem(
+                        i0,
+                        _shown(per_split[k0][i0]["image"]),
+                        f"{what} as {k} entry {i} ({_shown(value)}){under}: an image in two splits is data leakage",
+                        f"{k0}:image",
+                    )
+                )
+    return out
+
+
+def _realpath(value: Any) -> Any:
+    if isinstance(value, str):
+        return os.path.realpath(value)
+    return tuple(os.path.realpath(v) for v in value if isinstance(v, str))
 
 
 def _unique(problems: Sequence[Problem]) -> list[Problem]:

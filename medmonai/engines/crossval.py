@@ -19,9 +19,11 @@ last); :func:`aggregate_segmentation_crossval` pools those cases into ``oof/`` (
 ``cv_report.json`` (per-class Dice and HD95 of every fold, their mean ± std across folds, and the pooled
 out-of-fold mean ± std over cases).
 
-The binary decision threshold is chosen on the OOF predictions (never on the test split) and applied unchanged to
-the per-fold test predictions and to the ensemble. Note that each fold's validation part also decided that fold's
-early stopping, so OOF metrics are slightly optimistic (as in nnU-Net); the test split is the unbiased estimate.
+The binary decision threshold (with three or more classes: the decision rule, see
+:func:`medmonai.metrics.threshold.choose_decision_rule`) is chosen on the OOF predictions (never on the test split)
+and applied unchanged to the per-fold test predictions and to the ensemble. Note that each fold's validation part
+also decided that fold's early stopping, so OOF metrics are slightly optimistic (as in nnU-Net); the test split is the
+unbiased estimate.
 """
 
 from __future__ import annotations
@@ -223,6 +225,9 @@ def aggregate_crossval(
     n_boot: int = 1000,
     seed: int = 0,
     extra: Mapping[str, Any] | None = None,
+    class_weights: str | Sequence[float] | None = None,
+    balanced_sampler: bool = False,
+    decision_objective: str = "balanced_accuracy_above_majority",
 ) -> dict[str, Any]:
     """Combine the finished folds of ``cv_dir`` into the OOF report, the ensemble test report and ``cv_report.json``.
 
@@ -235,6 +240,10 @@ def aggregate_crossval(
         n_boot: bootstrap resamples for the CIs.
         seed: bootstrap seed.
         extra: more fields for the reports (model, bundle, settings).
+        class_weights: three or more classes: the folds' training ``class_weights`` setting (the class prior they
+            were trained for, with ``balanced_sampler``; the class frequencies are those of the pooled labels).
+        balanced_sampler: whether the folds trained with the class-balanced sampler.
+        decision_objective: the objective choosing the multi-class decision rule on the OOF predictions.
 
     Returns:
         The ``cv_report.json`` content.
@@ -243,9 +252,10 @@ def aggregate_crossval(
         FileNotFoundError: when ``splits.json`` or a fold's predictions are missing (the message lists the folds).
         ValueError: when folds disagree on the test cases.
     """
+    from medmonai.engines.losses import training_class_prior
     from medmonai.metrics.clinical import classification_metrics
     from medmonai.metrics.report import write_classification_report
-    from medmonai.metrics.threshold import choose_threshold
+    from medmonai.metrics.threshold import choose_decision_rule, choose_threshold
 
     cv_dir = Path(cv_dir)
     splits_file = cv_dir / "splits.json"
@@ -286,6 +296,22 @@ def aggregate_crossval(
             thr = choose_threshold(oof_y, oof_p[:, 1], method="fixed")
         else:
             thr = choose_threshold(oof_y, oof_p[:, 1], method=threshold_method, target_sensitivity=target_sensitivity)
+    else:
+        try:
+            prior = training_class_prior(
+                [{"label": int(y)} for y in oof_y], len(classes), class_weights, balanced_sampler
+            )
+        except ValueError as e:
+            logger.warning(f"cannot estimate the class priors ({e}): multi-class decisions are the plain argmax")
+        else:
+            thr = choose_decision_rule(
+                oof_y, oof_p, prior["class_priors"], prior["training_prior"], objective=decision_objective,
+                classes=list(classes), source={
+                    "class_priors_from": "pooled out-of-fold labels", "class_weights": prior["class_weights"],
+                    "sampler": prior["sampler"],
+                },
+            )  # fmt: skip
+            thr["chosen_on"] = "out-of-fold predictions"
 
     def score(p: np.ndarray) -> np.ndarray:
         return p[:, 1] if binary else p
@@ -306,18 +332,23 @@ def aggregate_crossval(
         if has_test:
             if p["test_ids"].tolist() != test_ids:
                 raise ValueError(f"{fold_dir(cv_dir, k)}: test cases differ from fold 0's; the folds must share a test")
-            tm = classification_metrics(
-                p["test_labels"], score(p["test_probs"]), threshold=thr if binary else None, classes=list(classes)
-            )
+            tm = classification_metrics(p["test_labels"], score(p["test_probs"]), threshold=thr, classes=list(classes))
             row["test"] = _fold_summary(tm)
         folds.append(row)
     result: dict[str, Any] = {
         **info,
         "classes": list(classes),
-        "threshold": thr,
+        "threshold": thr if binary else None,
+        "decision_rule": None if binary else (thr or {"method": "argmax"}),
         "folds": folds,
         "across_folds": {"validation": _mean_std([f["validation"] for f in folds])},
-        "oof": {"n": len(order), "metrics": oof_report["metrics"], "report": str(cv_dir / "oof" / "report.json")},
+        "oof": {
+            "n": len(order),
+            "metrics": oof_report["metrics"],
+            "majority_class": oof_report["majority_class"],
+            "warnings": oof_report["warnings"],
+            "report": str(cv_dir / "oof" / "report.json"),
+        },
     }
     if has_test:
         result["across_folds"]["test"] = _mean_std([f["test"] for f in folds])
@@ -331,6 +362,8 @@ def aggregate_crossval(
             result["ensemble"] = {
                 "n": len(test_ids),
                 "metrics": ens_report["metrics"],
+                "majority_class": ens_report["majority_class"],
+                "warnings": ens_report["warnings"],
                 "report": str(cv_dir / "ensemble" / "report.json"),
             }
         else:

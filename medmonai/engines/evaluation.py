@@ -111,13 +111,24 @@ def evaluate_classifier(
     n_boot: int = 1000,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
+    train_entries: Sequence[dict[str, Any]] | None = None,
+    class_weights: str | Sequence[float] | None = None,
+    balanced_sampler: bool = False,
+    decision_objective: str = "balanced_accuracy_above_majority",
+    training_domain: PathLike | dict[str, Any] | None = None,
+    allow_out_of_distribution: bool = False,
 ) -> dict[str, Any]:
-    """Choose the operating threshold on validation data, evaluate the test set once and write the report.
+    """Choose the decision rule on validation data, evaluate the test set once and write the report.
 
     Binary problems: the threshold on the positive-class probability is chosen on ``validation`` (``"youden"``,
-    ``"sensitivity"`` for a target sensitivity, or ``"fixed"`` 0.5) and then applied unchanged to ``test``. Multi-class
-    problems use the arg-max. The report (``report.json``, ``predictions.csv``, ``roc.png``, ``confusion_matrix.png``
-    in ``out_dir``) holds every metric with a bootstrap 95 % confidence interval, plus the validation metrics.
+    ``"sensitivity"`` for a target sensitivity, or ``"fixed"`` 0.5) and then applied unchanged to ``test``. Three or
+    more classes: the decision rule (plain argmax, or the argmax of probabilities corrected from the class prior the
+    model was trained for, class weights and sampler, towards the real class frequencies) is chosen on ``validation``
+    by ``decision_objective`` (:func:`medmonai.metrics.threshold.choose_decision_rule`), recorded in the report's
+    ``decision_rule`` and applied unchanged to ``test`` (and by inference, which reads it from the report). The report
+    (``report.json``, ``predictions.csv``, ``roc.png``, ``confusion_matrix.png`` in ``out_dir``) holds every metric
+    with a bootstrap 95 % confidence interval, the majority-class rate (with a warning when the accuracy is below it),
+    plus the validation metrics.
 
     Args:
         network: the classifier.
@@ -134,10 +145,23 @@ def evaluate_classifier(
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
         extra: more fields for the report (model name, strategy...).
+        train_entries: the training entries as trained on (multi-class: the real class frequencies and, with
+            ``class_weights`` and ``balanced_sampler``, the prior the model was trained for); default: the
+            validation labels.
+        class_weights: the training loss's ``class_weights`` setting (``"balanced"``, a list or None).
+        balanced_sampler: whether training used the class-balanced sampler.
+        decision_objective: multi-class rule selection objective (:data:`~medmonai.metrics.threshold.
+            DECISION_OBJECTIVES`).
+        training_domain: the model's training-domain record (``training_domain.json``): test entries outside it
+            are refused (:class:`~medmonai.data.domain.OutOfDistributionError`), or with
+            ``allow_out_of_distribution`` evaluated and listed in the report's ``extra.input_check``; None or a
+            missing file: not checked (a warning says so).
+        allow_out_of_distribution: see ``training_domain``.
 
     Returns:
         The report dict.
     """
+    from medmonai.data.domain import screen_for_report
     from medmonai.metrics.report import write_classification_report
     from medmonai.metrics.threshold import choose_threshold
 
@@ -148,6 +172,7 @@ def evaluate_classifier(
         raise ValueError("the datalist has no test entries to evaluate")
     binary = len(classes) == 2
     info: dict[str, Any] = dict(extra or {})
+    info["input_check"] = screen_for_report(training_domain, test, transform, allow_out_of_distribution)
     thr: Any = None
     if binary:
         yv, pv, _ = predict_probabilities(network, validation, transform, device, batch_size)
@@ -157,6 +182,12 @@ def evaluate_classifier(
         else:
             thr = choose_threshold(yv, pv[:, 1], method=threshold, target_sensitivity=target_sensitivity)
         info["n_validation"] = len(validation)
+    else:
+        thr = _multiclass_rule(
+            network, transform, validation, classes, device, batch_size, train_entries, class_weights,
+            balanced_sampler, decision_objective,
+        )  # fmt: skip
+        info["n_validation"] = len(validation)
     yt, pt, ids = predict_probabilities(network, test, transform, device, batch_size)
     if yt is None:
         raise ValueError("test entries have no labels: use the inference config for unlabelled data")
@@ -165,3 +196,49 @@ def evaluate_classifier(
         n_boot=n_boot, seed=seed, extra=info,
     )  # fmt: skip
     return report
+
+
+def _multiclass_rule(
+    network: torch.nn.Module,
+    transform: Callable,
+    validation: Sequence[dict[str, Any]],
+    classes: Sequence[str],
+    device: str | torch.device,
+    batch_size: int,
+    train_entries: Sequence[dict[str, Any]] | None,
+    class_weights: str | Sequence[float] | None,
+    balanced_sampler: bool,
+    objective: str,
+) -> dict[str, Any] | None:
+    """The multi-class decision rule chosen on the validation predictions (``None``: argmax, no validation labels)."""
+    from medmonai.engines.losses import training_class_prior
+    from medmonai.metrics.threshold import choose_decision_rule
+
+    if not validation:
+        logger.warning("no validation entries: multi-class decisions are the plain argmax")
+        return None
+    yv, pv, _ = predict_probabilities(network, validation, transform, device, batch_size)
+    if yv is None:
+        logger.warning("validation entries have no labels: multi-class decisions are the plain argmax")
+        return None
+    source = "training entries" if train_entries else "validation labels (no training entries given)"
+    entries = list(train_entries) if train_entries else [{"label": int(y)} for y in yv]
+    try:
+        prior = training_class_prior(entries, len(classes), class_weights, balanced_sampler)
+    except ValueError as e:
+        logger.warning(f"cannot estimate the class priors ({e}): multi-class decisions are the plain argmax")
+        return None
+    rule = choose_decision_rule(
+        yv, pv, prior["class_priors"], prior["training_prior"], objective=objective, classes=list(classes),
+        source={
+            "class_priors_from": source, "class_weights": prior["class_weights"], "sampler": prior["sampler"],
+            "n_train": prior["n_train"],
+        },
+    )  # fmt: skip
+    logger.info(
+        f"multi-class decision rule chosen on {len(yv)} validation cases ({objective}): {rule['method']}"
+        + (f", alpha {rule['alpha']:g}" if rule["alpha"] is not None else "")
+        + f" (validation accuracy {rule['validation']['accuracy']:.3f}, majority-class rate of the training labels "
+        f"{rule['majority_rate']:.3f})"
+    )
+    return rule

@@ -6,12 +6,13 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medmonai.metrics.clinical import apply_decision_rule, decision_rule_from_report
 from medmonai.utils import PathLike, atomic_write_json, atomic_write_text
 
 __all__ = ["collect_inputs", "predict_to_files"]
@@ -75,23 +76,44 @@ def predict_to_files(
     device: str | torch.device = "cpu",
     batch_size: int = 32,
     model_info: dict[str, Any] | None = None,
+    training_domain: PathLike | Mapping[str, Any] | None = None,
+    allow_out_of_distribution: bool = False,
 ) -> dict[str, Any]:
     """Predict every input and write ``predictions.csv`` and ``predictions.json`` (atomically) into ``out_dir``.
 
     For binary problems the decision uses the threshold chosen on validation data, read from the evaluation
-    report (``eval_report``) when it exists; otherwise 0.5, and the output says so.
+    report (``eval_report``) when it exists; otherwise 0.5, and the output says so. With three or more classes it
+    uses the report's multi-class decision rule (chosen on validation data) when it exists; otherwise the argmax.
+
+    Every input is first checked against the model's training domain (``training_domain``, the
+    ``training_domain.json`` written in training; :mod:`medmonai.data.domain`): inputs outside it are refused
+    (:class:`~medmonai.data.domain.OutOfDistributionError`, naming each input and the statistic out of range)
+    before anything is written, or with ``allow_out_of_distribution`` predicted and marked (``out_of_distribution``
+    and ``out_of_distribution_reasons`` per row). Without a record the inputs are not checked (a warning says so).
 
     Returns:
         The JSON content.
     """
+    from medmonai.data.domain import load_training_domain, screen_inputs
     from medmonai.engines.evaluation import load_weights, predict_probabilities
 
     if checkpoint is not None:
         load_weights(network, checkpoint)
     network = network.to(device)
     entries = collect_inputs(source, input_key)
+    record = training_domain if isinstance(training_domain, Mapping) else load_training_domain(training_domain)
+    ood = screen_inputs(
+        record, entries, transform, allow_out_of_distribution,
+        names=[str(e.get("case_id", e["image"])) for e in entries], what="input",
+        record_file=None if isinstance(training_domain, Mapping) or training_domain is None else str(training_domain),
+    )  # fmt: skip
     _, probs, ids = predict_probabilities(network, entries, transform, device, batch_size)
     threshold, thr_source = None, "argmax"
+    rule: dict[str, Any] | None = None
+    if len(classes) > 2 and eval_report and Path(eval_report).is_file():
+        rule = decision_rule_from_report(json.loads(Path(eval_report).read_text(encoding="utf-8")))
+        if rule is not None:
+            thr_source = f"decision rule '{rule['method']}' chosen on validation data ({eval_report})"
     if len(classes) == 2:
         threshold, thr_source = 0.5, "default 0.5 (no evaluation report with a validation-chosen threshold)"
         if eval_report and Path(eval_report).is_file():
@@ -100,7 +122,7 @@ def predict_to_files(
             value = thr.get("threshold") if isinstance(thr, dict) else thr
             if value is not None:
                 threshold, thr_source = float(value), f"chosen on validation data ({eval_report})"
-    preds = (probs[:, 1] >= threshold).astype(int) if threshold is not None else probs.argmax(1)
+    preds = apply_decision_rule(probs, threshold if threshold is not None else rule)
     meta_keys = ("StudyInstanceUID", "SeriesInstanceUID")
     rows = []
     for i, e in enumerate(entries):
@@ -108,6 +130,8 @@ def predict_to_files(
         row.update({k: e[k] for k in meta_keys if k in e})
         row.update({f"prob_{c}": float(probs[i, j]) for j, c in enumerate(classes)})
         row["predicted"] = classes[int(preds[i])]
+        row["out_of_distribution"] = bool(ood[i])
+        row["out_of_distribution_reasons"] = "; ".join(ood[i])
         rows.append(row)
     out = Path(out_dir)
     buf = io.StringIO()
@@ -121,7 +145,13 @@ def predict_to_files(
         "classes": list(classes),
         "threshold": threshold,
         "threshold_source": thr_source,
+        "decision_rule": rule,
         "n_cases": len(rows),
+        "input_check": {
+            "checked": record is not None,
+            "allow_out_of_distribution": bool(allow_out_of_distribution),
+            "n_out_of_distribution": sum(bool(p) for p in ood),
+        },
         "predictions": rows,
     }
     atomic_write_json(out / "predictions.json", result)

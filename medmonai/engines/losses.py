@@ -1,13 +1,18 @@
-"""Classification losses: (class-weighted) cross-entropy and an L1 weight penalty."""
+"""Classification losses: (class-weighted) cross-entropy, an L1 weight penalty, and the class prior they train for."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["L1Penalty", "classification_loss"]
+from medmonai.data.samplers import class_counts
+from medmonai.data.samplers import class_weights as make_weights
+from medmonai.data.synthetic import is_synthetic
+
+__all__ = ["L1Penalty", "classification_loss", "training_class_prior"]
 
 
 class L1Penalty(torch.nn.Module):
@@ -74,8 +79,6 @@ def classification_loss(
     Returns:
         A loss module ``loss(logits, labels)``.
     """
-    from medmonai.data.samplers import class_weights as make_weights
-
     w = make_weights(entries, num_classes, class_weights)
     ce = _FlatCrossEntropy(weight=None if w is None else w.to(device), label_smoothing=label_smoothing)
     if l1 > 0:
@@ -83,6 +86,50 @@ def classification_loss(
             raise ValueError("an L1 penalty needs the model")
         return L1Penalty(ce, model, l1=l1, scope=l1_scope)
     return ce
+
+
+def training_class_prior(
+    entries: Sequence[dict[str, Any]],
+    num_classes: int,
+    class_weights: str | Sequence[float] | None = None,
+    balanced_sampler: bool = False,
+) -> dict[str, Any]:
+    """The class distribution a classifier was effectively trained for, and the real one (for the decision rule).
+
+    Cross-entropy with class weights ``w`` (:func:`classification_loss`, the same weights) on cases drawn with class
+    frequencies ``s`` (the training entries' frequencies, or uniform with the class-balanced sampler) trains the
+    model's softmax to estimate posteriors for the prior ``w_c * s_c`` (normalised): with ``balanced`` weights that is
+    uniform, whatever the real frequencies. :func:`medmonai.metrics.threshold.choose_decision_rule` uses both to
+    correct the probabilities back towards the real class frequencies.
+
+    Args:
+        entries: the training entries the loss saw (synthetic ones included; the real frequencies leave them out).
+        num_classes: number of classes.
+        class_weights: the loss's ``class_weights`` setting (``"balanced"``, a list, or None).
+        balanced_sampler: whether training drew classes uniformly (``class_balanced_sampler``).
+
+    Returns:
+        ``{"class_priors": real training frequencies, "training_prior": the effective prior, "class_weights": the
+        weights or None, "sampler": "class_balanced" | "data", "n_train": real training cases}``.
+
+    Raises:
+        ValueError: when a class has no training entry.
+    """
+    real = [e for e in entries if not is_synthetic(e)] or list(entries)
+    counts = class_counts(real, num_classes).astype(np.float64)
+    if (counts == 0).any():
+        raise ValueError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training entries")
+    drawn = np.full(num_classes, 1.0) if balanced_sampler else class_counts(entries, num_classes).astype(np.float64)
+    w = make_weights(entries, num_classes, class_weights)
+    weights = None if w is None else [float(v) for v in w]
+    effective = drawn * (np.asarray(weights) if weights is not None else 1.0)
+    return {
+        "class_priors": (counts / counts.sum()).tolist(),
+        "training_prior": (effective / effective.sum()).tolist(),
+        "class_weights": weights,
+        "sampler": "class_balanced" if balanced_sampler else "data",
+        "n_train": int(counts.sum()),
+    }
 
 
 class _FlatCrossEntropy(torch.nn.CrossEntropyLoss):

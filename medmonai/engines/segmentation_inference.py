@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmonai.utils import PathLike, atomic_write, atomic_write_json
+from medmonai.utils import PathLike, atomic_write, atomic_write_json, safe_output_path
 
 __all__ = [
     "SegmentationPredictor",
@@ -343,6 +343,8 @@ def predict_segmentation_to_files(
     tta_flip_axes: Sequence[int] = (),
     dicom_seg: bool = True,
     model_info: Mapping[str, Any] | None = None,
+    training_domain: PathLike | Mapping[str, Any] | None = None,
+    allow_out_of_distribution: bool = False,
 ) -> dict[str, Any]:
     """Segment every input and write ``{case}_seg.nii.gz`` (and ``{case}_seg.dcm`` for DICOM input) into ``out_dir``.
 
@@ -362,16 +364,25 @@ def predict_segmentation_to_files(
         tta_flip_axes: mirrored test-time augmentation axes.
         dicom_seg: also write DICOM SEG objects for DICOM inputs.
         model_info: recorded in ``predictions.json`` (bundle, version, network).
+        training_domain: the model's training-domain record (``training_domain.json``, :mod:`medmonai.data.domain`):
+            inputs outside it are refused before anything is written
+            (:class:`~medmonai.data.domain.OutOfDistributionError`), or, with ``allow_out_of_distribution``,
+            segmented and marked (``out_of_distribution`` and the reasons per case); None: not checked (a warning).
+        allow_out_of_distribution: see ``training_domain``.
 
     Returns:
         The content of ``predictions.json``: one record per case with the output files, the shape, the spacing and
         the predicted volume (mm^3) per class.
     """
+    from medmonai.data.domain import screen_for_report
     from medmonai.engines.inference import collect_inputs
 
     _load_weights(network, checkpoint)
     network = network.to(device)
     entries = list(source) if isinstance(source, list | tuple) else collect_inputs(source, input_key)
+    keyed = [{**e, "case_id": _case_name(e, i)} for i, e in enumerate(entries)]
+    check = screen_for_report(training_domain, keyed, preprocessing, allow_out_of_distribution, what="input")
+    ood = {c["index"]: c["reasons"] for c in check["out_of_distribution"]}
     predictor = SegmentationPredictor(
         network, preprocessing, roi_size, len(class_names), sw_batch_size, overlap, device=device,
         tta_flip_axes=tta_flip_axes,
@@ -387,15 +398,19 @@ def predict_segmentation_to_files(
         seen.setdefault(name, 0)
         result = predictor.predict(e["image"])
         label = result["label"]
-        nii = write_nifti_mask(out / f"{name}_seg.nii.gz", label, result["affine"], _nifti_reference(e["image"]))
+        nii = write_nifti_mask(
+            safe_output_path(out, name, "_seg.nii.gz", "case id"), label, result["affine"], _nifti_reference(e["image"])
+        )
         rec: dict[str, Any] = {"case_id": name, "image": e["image"], "nifti": str(nii), "shape": list(label.shape)}
+        reasons = ood.get(i, [])
+        rec["out_of_distribution"], rec["out_of_distribution_reasons"] = bool(reasons), list(reasons)
         rec["spacing"] = result["spacing"]
         voxel = float(np.prod(result["spacing"]))
         rec["volume"] = {class_names[c]: float((label == c).sum() * voxel) for c in range(1, len(class_names))}
         if dicom_seg and is_dicom_input(e["image"]):
             info = dict(model_info or {})
             seg = write_dicom_seg(
-                out / f"{name}_seg.dcm",
+                safe_output_path(out, name, "_seg.dcm", "case id"),
                 label,
                 e["image"],
                 class_names,
@@ -403,12 +418,14 @@ def predict_segmentation_to_files(
                 series_uid=result["meta"].get("SeriesInstanceUID"),
                 model_name=str(info.get("bundle", "medmonai segmentation")),
                 model_version=str(info.get("version", "0")),
+                series_description="medmonai segmentation" + (" (OUT OF DISTRIBUTION)" if reasons else ""),
             )
             rec["dicom_seg"] = str(seg)
             rec["SeriesInstanceUID"] = result["meta"].get("SeriesInstanceUID")
         records.append(rec)
         logger.info(f"{name}: segmented ({', '.join(f'{k} {v:.0f} mm3' for k, v in rec['volume'].items())})")
     result_json = {"model": dict(model_info or {}), "classes": list(class_names), "n_cases": len(records)}
+    result_json["input_check"] = {k: v for k, v in check.items() if k != "out_of_distribution"}
     result_json["predictions"] = records
     atomic_write_json(out / "predictions.json", result_json)
     logger.info(f"wrote {len(records)} segmentations to {out}")
@@ -430,6 +447,8 @@ def evaluate_segmentation(
     save_predictions: bool = False,
     mask_key: str = "mask",
     extra: Mapping[str, Any] | None = None,
+    training_domain: PathLike | Mapping[str, Any] | None = None,
+    allow_out_of_distribution: bool = False,
 ) -> dict[str, Any]:
     """Predict every labelled entry in its original geometry and report Dice/HD95 per class against its mask.
 
@@ -451,6 +470,10 @@ def evaluate_segmentation(
         save_predictions: also write the predicted masks (NIfTI).
         mask_key: entry key of the reference mask (``label`` is used when the entry has no ``mask_key``).
         extra: further report fields.
+        training_domain: the model's training-domain record (``training_domain.json``): entries outside it are
+            refused (:class:`~medmonai.data.domain.OutOfDistributionError`), or with ``allow_out_of_distribution``
+            evaluated and listed in the report's ``input_check``; None: not checked (a warning).
+        allow_out_of_distribution: see ``training_domain``.
 
     Returns:
         The report (see :func:`medmonai.metrics.segmentation.segmentation_report`).
@@ -460,6 +483,7 @@ def evaluate_segmentation(
     """
     from monai.transforms import Compose
 
+    from medmonai.data.domain import screen_for_report
     from medmonai.metrics.segmentation import (
         case_metrics,
         format_summary,
@@ -471,6 +495,8 @@ def evaluate_segmentation(
 
     if not entries:
         raise ValueError("no entries to evaluate")
+    keyed = [{**e, "case_id": _case_name(e, i)} for i, e in enumerate(entries)]
+    check = screen_for_report(training_domain, keyed, preprocessing, allow_out_of_distribution, what="test image")
     _load_weights(network, checkpoint)
     network = network.to(device)
     predictor = SegmentationPredictor(
@@ -503,7 +529,9 @@ def evaluate_segmentation(
             write_nifti_mask(out / "predictions" / f"{name}_seg.nii.gz", result["label"], result["affine"], ref_nii)
         dice = ", ".join(f"{k} {v:.3f}" for k, v in rec["dice"].items() if v is not None)
         logger.info(f"{name}: Dice {dice}")
-    report = segmentation_report(cases, class_names, extra={"checkpoint": str(checkpoint), **dict(extra or {})})
+    report = segmentation_report(
+        cases, class_names, extra={"checkpoint": str(checkpoint), "input_check": check, **dict(extra or {})}
+    )
     write_segmentation_report(report, out)
     logger.info("test-set segmentation metrics:\n" + format_summary(report))
     return report

@@ -2,18 +2,26 @@
 
 A run killed at any point (SIGKILL, power loss, out-of-memory) and started again with the same command continues
 from its last complete checkpoint and ends with the same result as an uninterrupted run: see
-:class:`ResumableCheckpoint` and docs/reliability.md.
+:class:`ResumableCheckpoint` and docs/reliability.md. A resume with settings that change the result (another seed,
+data, network, learning rate...) is refused (:class:`ResumeSettingsError`), and an output folder is locked by the run
+using it (:func:`lock_output_dir`), so two runs never write into one folder.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
+import errno
 import glob
+import hashlib
+import json
 import logging
 import os
 import random
 import re
-from collections.abc import Iterator
+import socket
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +31,13 @@ import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
+from medmonai.handlers.provenance import _calling_config_parser, file_sha256, resolved_config
 from medmonai.utils import PathLike, atomic_torch_save, remove_stale_temp_files
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX (Windows): output folders are not locked
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -31,6 +45,14 @@ if TYPE_CHECKING:
 __all__ = [
     "latest_checkpoint",
     "CheckpointError",
+    "ResumeSettingsError",
+    "OutputDirLockedError",
+    "LOCK_FILE",
+    "RESUME_MAY_CHANGE",
+    "lock_output_dir",
+    "release_output_dir",
+    "run_settings",
+    "compare_settings",
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
     "TrainingState",
@@ -46,6 +68,215 @@ _CHECKPOINT_PATTERN = "checkpoint_epoch=*.pt"
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used to resume; the message names the file and the reason."""
+
+
+class ResumeSettingsError(CheckpointError):
+    """The run's result-changing settings differ from those its checkpoint was trained with."""
+
+
+class OutputDirLockedError(RuntimeError):
+    """The output folder is in use by another run (its lock file is held); the message names folder and holder."""
+
+
+# ------------------------------------------------------------------------------------------ output-folder lock
+
+#: lock file of an output folder (held with ``fcntl.flock`` by the run using the folder)
+LOCK_FILE = ".medmonai.lock"
+
+# folders locked by this process: resolved path -> file descriptor holding the lock
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _rank() -> int:
+    """The process's rank under ``torchrun`` (``RANK``), 0 outside it."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def lock_output_dir(output_dir: PathLike) -> str:
+    """Lock ``output_dir`` for this process (an exclusive ``fcntl.flock`` on ``output_dir/.medmonai.lock``).
+
+    The bundles call it as the first step of ``initialize`` (before the pre-flight check or anything else writes
+    into ``output_dir``) and :func:`release_output_dir` in ``finalize``, so a second training, evaluation or inference
+    in a folder that a running process holds fails at once, before writing anything. The lock belongs to the open
+    file, so it is released when the process ends in any way (also SIGKILL or a crash): a killed run leaves no stale
+    lock, and the lock file itself (pid, host, start time and command of the holder, for the error message) may
+    stay. Calling it again in the same process is a no-op (training and then evaluating in one process is fine).
+    Under ``torchrun`` only rank 0 (``RANK`` 0) locks; the other ranks share its folder. Without ``fcntl``
+    (Windows) nothing is locked.
+
+    Args:
+        output_dir: the run's output folder (created when missing).
+
+    Returns:
+        ``output_dir`` unchanged (as a string), so a config can wrap its first use of the folder in it.
+
+    Raises:
+        OutputDirLockedError: when another process holds the folder's lock.
+    """
+    out = os.fspath(output_dir)
+    if fcntl is None or _rank() > 0:
+        return out
+    folder = Path(out).resolve()
+    key = str(folder)
+    if key in _HELD_LOCKS:
+        return out
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise OutputDirLockedError(f"{folder}: cannot lock the output folder ({lock}: {e})") from e
+        raise OutputDirLockedError(
+            f"{folder}: this output folder is in use by another run ({holder}); two runs in one folder would "
+            "overwrite each other's checkpoints and reports. Wait for that run to finish (or stop it), or give this "
+            "one another output folder (--bundle_root / --output_dir)"
+        ) from None
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": list(sys.argv),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+    _HELD_LOCKS[key] = fd
+    logger.debug(f"locked output folder {folder}")
+    return out
+
+
+def _lock_holder(fd: int) -> str:
+    """``pid N on host H since T (command ...)`` from a lock file's content, as far as it can be read."""
+    try:
+        info = json.loads(os.pread(fd, 65536, 0).decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "holder unknown"
+    text = f"pid {info.get('pid')} on host {info.get('host')}"
+    if info.get("started"):
+        text += f" since {info['started']}"
+    if info.get("command"):
+        text += f", command: {' '.join(map(str, info['command']))[:300]}"
+    return text
+
+
+def release_output_dir(output_dir: PathLike) -> bool:
+    """Release this process's lock on ``output_dir`` (taken by :func:`lock_output_dir`); False if it held none."""
+    fd = _HELD_LOCKS.pop(str(Path(output_dir).resolve()), None)
+    if fd is None:
+        return False
+    os.close(fd)  # closing the file releases the flock
+    return True
+
+
+# ---------------------------------------------------------------------------------------- settings on resume
+
+#: top-level config ids that may differ between a run and its resume: how long to train (``max_epochs`` may be raised
+#: to continue a finished run; ``patience``/``min_delta`` decide when early stopping ends it), logging, data loading
+#: and where things are (paths; the datalist is compared by content instead, see :func:`run_settings`)
+RESUME_MAY_CHANGE: tuple[str, ...] = (
+    "max_epochs", "patience", "min_delta", "resume", "num_workers", "image_log_interval", "sample_interval",
+    "log_interval", "device", "is_not_rank0",
+    "preflight", "bundle_root", "datalist", "source_datalist", "synthetic_datalist", "input", "checkpoint",
+    "*_dir", "*_file", "*_root",
+)  # fmt: skip
+
+
+def _may_change(key: str, allowed: Sequence[str]) -> bool:
+    return any(key == a or (a.startswith("*") and key.endswith(a[1:])) for a in allowed)
+
+
+def _split_digest(split: Any, base: PathLike | None = None) -> str | None:
+    """SHA-1 of the case ids of every part of a split (``{"training": [entries], ...}``).
+
+    Case ids that are paths below ``base`` (the datalist's folder) are taken relative to it, so a data set moved or
+    copied with its datalist keeps its digest.
+    """
+    if not isinstance(split, Mapping):
+        return None
+    from medmonai.data.splits import case_id
+
+    root = os.path.abspath(os.fspath(base)) + os.sep if base is not None else None
+
+    def key(entry: Any) -> str:
+        cid = case_id(entry)
+        if root is not None and os.path.isabs(cid) and os.path.abspath(cid).startswith(root):
+            return os.path.relpath(cid, root)
+        return cid
+
+    try:
+        ids = {str(k): [key(e) for e in v] for k, v in split.items() if isinstance(v, list | tuple)}
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return hashlib.sha1(json.dumps(ids, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def run_settings(parser: Any, may_change: Sequence[str] = RESUME_MAY_CHANGE) -> dict[str, Any]:
+    """The result-changing settings of a bundle run, compared on resume.
+
+    Every top-level config id resolved so far with a plain value (numbers, strings, lists, dicts: seed, network,
+    strategy, learning rate, batch size, class weights, augmentation, spatial size, the plan, classes...), except
+    those matching ``may_change``; plus the content of the data: ``sha256(datalist_file)`` (and
+    ``sha256(synthetic_datalist)``) and ``sha1(split case ids)`` (image paths relative to the datalist's folder), so a
+    data set moved with its datalist resumes and a changed one does not.
+
+    Args:
+        parser: the MONAI ``ConfigParser`` of the run.
+        may_change: ids (or ``*suffix`` patterns) left out.
+
+    Returns:
+        Setting name -> JSON value.
+    """
+    resolved = resolved_config(parser)["resolved"]
+    out = {k: v for k, v in resolved.items() if not _may_change(k, may_change)}
+    content = parser.ref_resolver.resolved_content
+    for key in ("datalist_file", "synthetic_datalist"):
+        value = content.get(key)
+        if isinstance(value, str | os.PathLike) and os.fspath(value) and Path(value).is_file():
+            out[f"sha256({key})"] = file_sha256(value)
+    datalist = content.get("datalist_file")
+    base = Path(datalist).parent if isinstance(datalist, str | os.PathLike) and os.fspath(datalist) else None
+    digest = _split_digest(content.get("split"), base)
+    if digest is not None:
+        out["sha1(split case ids)"] = digest
+    return out
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def compare_settings(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"key: checkpoint X, now Y"`` for every setting present in both with different values (sorted by key).
+
+    A setting present on one side only (a config written by another medmonai version) is not compared.
+    """
+    diffs = []
+    for key in sorted(set(saved) & set(current)):
+        a, b = saved[key], current[key]
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            diffs.append(f"{key}: checkpoint {_short(a)}, now {_short(b)}")
+    return diffs
+
+
+class _RunSettings:
+    """The run's settings as a checkpoint entry (``run_settings``: a JSON string, loadable with weights_only)."""
+
+    VERSION = 1
+
+    def __init__(self, owner: ResumableCheckpoint) -> None:
+        self.owner = owner
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": self.VERSION, "json": json.dumps(self.owner.settings_now, sort_keys=True, default=str)}
 
 
 def latest_checkpoint(ckpt_dir: str, pattern: str = _CHECKPOINT_PATTERN) -> str | None:
@@ -361,12 +592,23 @@ class ResumableCheckpoint:
     need to reference the trainer from its own handler list (which would be circular). Under ``torch.distributed``
     every rank resumes and only rank 0 saves.
 
+    **Settings check.** Every checkpoint also holds the run's result-changing settings (``run_settings``: by default
+    :func:`run_settings` of the bundle config building this handler, taken when training starts). A resume whose
+    settings differ (another seed, datalist content or split, network, strategy, plan, learning rate, batch size, class
+    weights, augmentation...) raises :class:`ResumeSettingsError` naming every differing key with the checkpoint's
+    and the new value, before anything is loaded or written; only :data:`RESUME_MAY_CHANGE` may differ
+    (``max_epochs`` may be raised to continue a finished run). ``resume=False`` starts over: the folder's earlier
+    per-epoch checkpoints are deleted when training starts, so they can never be resumed by mistake.
+
     Args:
         ckpt_dir: checkpoint folder.
         save_dict: objects to save/restore besides the trainer (network, optimizer, lr scheduler...).
         resume: load the newest checkpoint of ``ckpt_dir`` when one exists.
         n_saved: number of per-epoch checkpoints kept.
         map_location: device mapping for loading.
+        settings: the settings to record and compare, instead of those of the calling bundle config (no check when
+            neither exists).
+        may_change: setting ids (or ``*suffix`` patterns) that may differ on resume.
     """
 
     def __init__(
@@ -376,17 +618,24 @@ class ResumableCheckpoint:
         resume: bool = True,
         n_saved: int = 1,
         map_location: Any = "cpu",
+        settings: Mapping[str, Any] | None = None,
+        may_change: Sequence[str] = RESUME_MAY_CHANGE,
     ) -> None:
-        if "training_state" in save_dict or "trainer" in save_dict:
-            raise ValueError("save_dict keys 'trainer' and 'training_state' are reserved by ResumableCheckpoint")
+        reserved = {"trainer", "training_state", "run_settings"}
+        if reserved & set(save_dict):
+            raise ValueError(f"save_dict keys {sorted(reserved)} are reserved by ResumableCheckpoint")
         self.ckpt_dir = ckpt_dir
         self.save_dict = dict(save_dict)
         self.resume = resume
         self.n_saved = n_saved
         self.map_location = map_location
+        self.settings = None if settings is None else json.loads(json.dumps(dict(settings), default=str))
+        self.may_change = tuple(may_change)
+        self.settings_now: dict[str, Any] | None = self.settings
         self.loaded_from: str | None = None
         self._objects: dict[str, Any] = {}
         self._started = False
+        self._parser = _calling_config_parser() if settings is None else None
 
     def attach(self, engine: Engine) -> None:
         """Resume (when asked) and register the per-epoch saver when ``engine`` (the trainer) starts.
@@ -396,13 +645,20 @@ class ResumableCheckpoint:
         """
         from ignite.engine import Events
 
-        self._objects = {**self.save_dict, "trainer": engine, "training_state": TrainingState(engine)}
+        self._objects = {
+            **self.save_dict,
+            "trainer": engine,
+            "training_state": TrainingState(engine),
+            "run_settings": _RunSettings(self),
+        }
         engine.add_event_handler(Events.STARTED, self._on_started)
 
     def _on_started(self, engine: Engine) -> None:
         if self._started:  # a second run() of the same engine: everything is in place
             return
         self._started = True
+        if self.settings is None and self._parser is not None:
+            self.settings_now = run_settings(self._parser, self.may_change)
         if self.resume:
             path = latest_checkpoint(self.ckpt_dir)
             if path is None:
@@ -416,6 +672,10 @@ class ResumableCheckpoint:
         from ignite.engine import Events
 
         remove_stale_temp_files(self.ckpt_dir)  # left by a run killed while writing
+        if not self.resume:  # start over: an earlier run's checkpoints must not be resumed (or outlive this run's)
+            for old in glob.glob(os.path.join(glob.escape(self.ckpt_dir), _CHECKPOINT_PATTERN)):
+                logger.info(f"resume is off: removing the earlier run's checkpoint {old}")
+                os.remove(old)
         saver = AtomicCheckpointSaver(
             save_dir=self.ckpt_dir, save_dict=self._objects, save_interval=1, n_saved=self.n_saved, epoch_level=True
         )
@@ -439,11 +699,13 @@ class ResumableCheckpoint:
             ) from e
         if not isinstance(ckpt, dict):
             raise CheckpointError(f"{path}: not a medmonai training checkpoint (a {type(ckpt).__name__})")
-        missing = [k for k in self._objects if k != "training_state" and k not in ckpt]
+        extras = ("training_state", "run_settings")
+        missing = [k for k in self._objects if k not in extras and k not in ckpt]
         if missing:
             raise CheckpointError(f"{path}: checkpoint has no {missing} (has {sorted(ckpt)})")
+        self.check_settings(path, ckpt.get("run_settings"))
         prior_max_epochs = engine.state.max_epochs
-        to_load = {k: v for k, v in self._objects.items() if k != "training_state"}
+        to_load = {k: v for k, v in self._objects.items() if k not in extras}
         try:
             Checkpoint.load_objects(to_load=to_load, checkpoint=ckpt)
         except (RuntimeError, ValueError, KeyError) as e:
@@ -462,6 +724,40 @@ class ResumableCheckpoint:
             )
         self.loaded_from = path
         logger.info(f"resumed from {path} (epoch {engine.state.epoch})")
+
+    def check_settings(self, path: str, saved: Any) -> None:
+        """Refuse to resume from ``path`` when its recorded settings differ from this run's.
+
+        Args:
+            path: the checkpoint (for the message).
+            saved: its ``run_settings`` entry (``None`` for checkpoints of older medmonai versions: a warning).
+
+        Raises:
+            ResumeSettingsError: naming every differing setting, the checkpoint's and the new value, and the fix.
+        """
+        if self.settings_now is None:
+            return
+        old = None
+        if isinstance(saved, Mapping) and isinstance(saved.get("json"), str):
+            try:
+                old = json.loads(saved["json"])
+            except ValueError:
+                old = None
+        if not isinstance(old, Mapping):
+            logger.warning(
+                f"{path}: the checkpoint records no run settings (written by an older medmonai): resuming without "
+                "checking that seed, data and hyper-parameters are those it was trained with"
+            )
+            return
+        diffs = compare_settings(old, self.settings_now)
+        if diffs:
+            raise ResumeSettingsError(
+                f"{path}: cannot resume: {len(diffs)} setting(s) differ from those this checkpoint was trained with "
+                f"(resuming would mix them, and the records would name settings the weights were not trained "
+                f"with):\n  " + "\n  ".join(diffs) + "\nUse another output folder (--bundle_root / --output_dir) for "
+                "the new settings, or start over in this one with --resume false (its checkpoints are replaced), or "
+                "rerun with the checkpoint's values. Settings that may change on resume: " + ", ".join(self.may_change)
+            )
 
     def _prune(self, _: Engine) -> None:
         """Remove per-epoch checkpoints older than the ``n_saved`` newest (e.g. left by an earlier, resumed run)."""

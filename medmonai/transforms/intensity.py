@@ -23,6 +23,9 @@ Presets (parameters in brackets):
   percentile scaling (:class:`~monai.transforms.ScaleIntensityRangePercentilesd`).
 - ``scale255`` []: 8-bit 0..255 to 0..1.
 - ``none`` []: identity.
+
+:func:`normalized_range` gives the range a preset maps the data to (used to derive the input mapping of pretrained
+networks).
 """
 
 from __future__ import annotations
@@ -47,9 +50,11 @@ from monai.utils import ensure_tuple
 __all__ = [
     "CT_WINDOWS",
     "PRESETS",
+    "ZSCORE_NOMINAL_RANGE",
     "ct_window_range",
     "intensity_preset",
     "normalization_transform",
+    "normalized_range",
     "denoise_transform",
     "MaskedNormalizeIntensityd",
 ]
@@ -272,6 +277,46 @@ def normalization_transform(
         raise ValueError(f"normalization spec needs a 'preset' key, got {spec!r}; valid presets: {sorted(PRESETS)}")
     preset = spec.pop("preset")
     return intensity_preset(keys, preset, allow_missing_keys=allow_missing_keys, **spec)
+
+
+#: Nominal range of per-image z-scored intensities used by :func:`normalized_range` (mean 0, +-2 std).
+ZSCORE_NOMINAL_RANGE: tuple[float, float] = (-2.0, 2.0)
+
+
+def normalized_range(normalization: str | Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The intensity range a normalization spec maps the data to (what the network sees), or None if unknown.
+
+    - ``scale255``: ``(0, 1)``; ``ct_window`` / ``percentile``: their ``output_range`` (default ``(0, 1)``);
+    - ``ct_clip_zscore``: ``((lower - mean) / std, (upper - mean) / std)``, exactly the clipped range;
+    - ``zscore``: nominal :data:`ZSCORE_NOMINAL_RANGE` ``(-2, 2)`` (mean 0, +-2 standard deviations);
+    - ``none`` / None: None (the stored range is unknown here).
+
+    Used to derive the input mapping of pretrained networks (``input_affine="auto"`` of
+    :func:`medmonai.networks.factory.build_network`).
+
+    Raises:
+        ValueError: for an unknown preset or invalid parameters.
+    """
+    if normalization is None:
+        return None
+    spec: dict[str, Any] = {"preset": normalization} if isinstance(normalization, str) else dict(normalization)
+    name = str(spec.get("preset", "none")).lower()
+    if name not in PRESETS:
+        raise ValueError(f"unknown intensity preset {name!r}; valid presets: {sorted(PRESETS)}")
+    if name == "scale255":
+        return (0.0, 1.0)
+    if name in ("ct_window", "percentile"):
+        return _output_range(spec.get("output_range", (0.0, 1.0)))
+    if name == "ct_clip_zscore":
+        missing = [p for p in PRESETS[name] if spec.get(p) is None]
+        if missing:
+            raise ValueError(f"preset 'ct_clip_zscore' needs {list(PRESETS[name])}; missing {missing}")
+        lower, upper, mean, std = (float(spec[p]) for p in PRESETS[name])
+        std = max(std, 1e-8)
+        return ((lower - mean) / std, (upper - mean) / std)
+    if name == "zscore":
+        return ZSCORE_NOMINAL_RANGE
+    return None
 
 
 def denoise_transform(

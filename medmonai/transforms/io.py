@@ -17,28 +17,39 @@ folder, list of files, ``.dcm``, ``DICM``-magic file  :class:`medmonai.data.dico
 
 and :class:`LoadMedicalImaged` always calls it as MONAI's *runtime* reader, so its errors (which name the file)
 propagate unchanged and no other reader is ever tried.
+
+Before a reader runs, the input is checked without reading voxels: every path must be a regular file or a folder
+(:func:`medmonai.data.datalist.path_problem`; a FIFO or a device is refused before it is opened, a symbolic link loop
+is named as such), a folder must hold DICOM files (a folder of NIfTI/PNG files is refused with that reason), and a
+NIfTI/NumPy header may not declare more than :data:`MAX_IMAGE_VOXELS` voxels (nor, for an uncompressed ``.nii``, more
+bytes than the file holds).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 from monai.config import DtypeLike, KeysCollection
 from monai.data import ImageReader, NibabelReader, NumpyReader, PILReader
 from monai.transforms import EnsureChannelFirstd, LoadImaged, MapTransform
 from monai.utils import ensure_tuple
 
+from medmonai.data.datalist import path_problem
+
 __all__ = [
     "NIFTI_SUFFIXES",
     "PIL_SUFFIXES",
     "NUMPY_SUFFIXES",
     "DICOM_SUFFIXES",
+    "MAX_IMAGE_VOXELS",
     "MedicalImageReader",
     "LoadMedicalImaged",
     "load_image_transforms",
@@ -49,6 +60,10 @@ NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 PIL_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NUMPY_SUFFIXES: tuple[str, ...] = (".npy", ".npz")
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
+
+#: images whose header declares more voxels than this (2^31, 8 GiB as float32) are refused before any voxel is read:
+#: a corrupt header (100000^3 voxels) must be a clear error, not a MemoryError or an exhausted machine
+MAX_IMAGE_VOXELS = 2**31
 
 # PIL modes that hold colour (or palette/alpha) and are averaged to one grey channel by ``channels=1``.
 _COLOUR_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "LA", "CMYK", "YCbCr", "HSV", "LAB")
@@ -64,11 +79,91 @@ def _to_grey(img: Any) -> Any:
     return img
 
 
+def _to_rgb(img: Any) -> Any:
+    """PIL converter: grey/palette/alpha images to 8-bit "RGB" (grey replicated, alpha dropped); RGB unchanged."""
+    if getattr(img, "mode", None) in _COLOUR_MODES + ("L", "1") and img.mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
 def _suffix_of(path: str) -> str:
     name = os.path.basename(str(path).rstrip("/\\")).lower()
     if name.endswith(".nii.gz"):
         return ".nii.gz"
     return os.path.splitext(name)[1]
+
+
+def _refuse_non_dicom_folder(folder: str) -> None:
+    """Raise a clear error for a folder of NIfTI/2D/NumPy images without any DICOM file (read as a DICOM series).
+
+    A folder is an image only as a DICOM series; a folder holding ``.nii.gz`` or ``.png`` files and no DICOM file
+    (by suffix or ``DICM`` marker) would otherwise fail with a DICOM-series error that does not say what is wrong.
+    """
+    if not folder:
+        return
+    others: list[str] = []
+    try:
+        with os.scandir(folder) as it:
+            files = sorted(e.path for e in it if not e.name.startswith(".") and e.is_file())
+    except OSError:
+        return
+    for f in files:
+        suffix = _suffix_of(f)
+        if suffix in DICOM_SUFFIXES:
+            return
+        if suffix in NIFTI_SUFFIXES + PIL_SUFFIXES + NUMPY_SUFFIXES:
+            others.append(f)
+            continue
+        try:
+            with open(f, "rb") as fh:
+                if fh.read(132)[128:132] == b"DICM":
+                    return
+        except OSError:
+            continue
+    if others:
+        kinds = sorted({_suffix_of(f) for f in others})
+        raise ValueError(
+            f"{folder}: a folder of {len(others)} {'/'.join(kinds)} file(s) (e.g. {os.path.basename(others[0])}) "
+            "and no DICOM file, so not a DICOM series: a folder is an image only as a DICOM series; list each "
+            "image file as its own entry"
+        )
+
+
+def _check_declared_size(path: str, suffix: str) -> None:
+    """Refuse a NIfTI/NumPy file whose header declares too many voxels, or more bytes than an uncompressed file holds.
+
+    Reads the header only; raises ValueError naming the file, the declared shape and the limit.
+    """
+    if suffix in NIFTI_SUFFIXES:
+        try:
+            img = nib.load(path)
+        except Exception:  # noqa: BLE001 - unreadable headers are reported by the reader itself
+            return
+        shape = tuple(int(s) for s in img.header.get_data_shape())
+        itemsize = np.dtype(img.header.get_data_dtype()).itemsize
+        offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    elif suffix == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception:  # noqa: BLE001 - including a file shorter than its header declares (mmap fails)
+            return
+        shape, itemsize, offset = tuple(int(s) for s in arr.shape), arr.dtype.itemsize, 0
+    else:
+        return
+    n = math.prod(shape)
+    if n > MAX_IMAGE_VOXELS:
+        raise ValueError(
+            f"{path}: the header declares shape {shape} = {n:.3g} voxels, more than the limit of "
+            f"{MAX_IMAGE_VOXELS:.3g} (medmonai.transforms.io.MAX_IMAGE_VOXELS): a corrupt header, or an image "
+            "too large to load whole; nothing was read"
+        )
+    if suffix == ".nii":
+        need, have = offset + n * itemsize, os.path.getsize(path)
+        if have < need:
+            raise ValueError(
+                f"{path}: corrupt or truncated NIfTI file: the header declares {n * itemsize} bytes of voxel data "
+                f"(shape {shape}) from byte {offset}, the file has {have} bytes"
+            )
 
 
 class _Loaded:
@@ -91,6 +186,7 @@ class MedicalImageReader(ImageReader):
 
     Args:
         channels: ``1`` converts colour/palette 2D images (PNG/JPEG/...) to one grey channel (PIL ``"L"``);
+            ``3`` converts 8-bit grey/palette/alpha 2D images to RGB (PIL ``"RGB"``: grey replicated, alpha dropped);
             ``None`` keeps the stored channels. Other types are unaffected.
         dicom_kwargs: keyword arguments for :class:`medmonai.data.dicom.DicomSeriesReader`.
         nibabel_kwargs: keyword arguments for :class:`monai.data.NibabelReader`.
@@ -105,12 +201,12 @@ class MedicalImageReader(ImageReader):
         pil_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if channels not in (None, 1):
-            raise ValueError(f"channels must be None (keep) or 1 (grey), got {channels!r}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be None (keep), 1 (grey) or 3 (RGB), got {channels!r}")
         self.channels = channels
         pil_kwargs = dict(pil_kwargs or {})
-        if channels == 1:
-            pil_kwargs.setdefault("converter", _to_grey)
+        if channels in (1, 3):
+            pil_kwargs.setdefault("converter", _to_grey if channels == 1 else _to_rgb)
         self.nifti = NibabelReader(**(nibabel_kwargs or {}))
         self.pil = PILReader(**pil_kwargs)
         self.numpy = NumpyReader()
@@ -140,10 +236,15 @@ class MedicalImageReader(ImageReader):
         names = [str(f) for f in ensure_tuple(filename)]
         if not names:
             raise ValueError("no file name given")
-        for n in names:
-            if not os.path.exists(n):
+        for n in names:  # the file type is checked before anything is opened (a FIFO would block forever)
+            problem = path_problem(n)
+            if problem == "file does not exist":
                 raise FileNotFoundError(f"{n}: file or folder does not exist")
+            if problem is not None:
+                raise ValueError(f"{n}: {problem}")
         suffixes = {_suffix_of(n) if os.path.isfile(n) else "<dir>" for n in names}
+        if suffixes == {"<dir>"}:
+            _refuse_non_dicom_folder(names[0] if len(names) == 1 else "")
         if len(suffixes) == 1:
             suffix = next(iter(suffixes))
             if suffix in NIFTI_SUFFIXES:
@@ -191,6 +292,8 @@ class MedicalImageReader(ImageReader):
         shown = names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more)"
         # MONAI's NibabelReader/PILReader take a single file as-is; a 1-tuple for a DICOM folder is unwrapped too.
         arg: Any = names[0] if len(names) == 1 else names
+        if len(names) == 1:
+            _check_declared_size(names[0], _suffix_of(names[0]))
         try:
             obj = reader.read(arg, **kwargs)
         except (FileNotFoundError, ImportError):

@@ -1,4 +1,4 @@
-"""The preprocessing chain: load → channel first → orientation → spacing → intensity → denoise → size → types.
+"""The preprocessing chain: load → channels → orientation → spacing → intensity → denoise → size → types.
 
 :func:`build_preprocessing` assembles MONAI dictionary transforms (all invertible where geometry changes, so
 ``monai.transforms.Invertd`` can map predictions back to the original image grid). Its settings can come from a
@@ -38,6 +38,7 @@ __all__ = [
     "PLAN_KEYS",
     "SIZE_MODES",
     "CheckGeometryd",
+    "MatchChannelsd",
     "PlanarAffined",
     "load_plan",
     "build_preprocessing",
@@ -107,6 +108,61 @@ class CheckGeometryd(MapTransform):
                     f"{where}: affines differ (max abs difference {np.abs(aff - ref_aff).max():.4g}); "
                     "the mask must be on the image's voxel grid"
                 )
+        return d
+
+
+#: ITU-R 601 luma weights (PIL's ``convert("L")``), used to make non-PIL colour 2D images grey.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class MatchChannelsd(MapTransform):
+    """Give every image the planned number of channels (after ``EnsureChannelFirstd``), or raise naming the file.
+
+    ``channels=3``: one grey channel is replicated to three (``LA``: the grey channel), four channels (RGBA) lose
+    the alpha channel. ``channels=1``: 2D colour images become grey (ITU-R 601 luma, as PIL's ``"L"``; grey and
+    alpha ``LA`` images keep their grey channel). Images that already have ``channels`` channels are unchanged;
+    any other combination (e.g. a 3D volume with 4 modalities and ``channels=1``) raises ``ValueError``. 2D
+    PNG/JPEG images are normally converted by the reader already (PIL ``"L"``/``"RGB"``); this handles the other
+    readers (NIfTI, DICOM, NumPy).
+
+    Args:
+        keys: image keys (never masks).
+        channels: 1 or 3.
+        allow_missing_keys: do not fail when a key is absent.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys=allow_missing_keys)
+        if channels not in (1, 3):
+            raise ValueError(f"MatchChannelsd: channels must be 1 or 3, got {channels!r}")
+        self.channels = int(channels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Convert the channel count of each image key to ``channels``."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            c, sd = int(x.shape[0]), x.ndim - 1
+            if c == self.channels:
+                continue
+            if self.channels == 3 and c in (1, 2):
+                y = x[:1].repeat(3, *([1] * sd))
+            elif self.channels == 3 and c == 4:
+                y = x[:3]
+            elif self.channels == 1 and c == 2:
+                y = x[:1]
+            elif self.channels == 1 and c in (3, 4) and sd == 2:
+                w = torch.as_tensor(_LUMA, dtype=x.dtype if x.is_floating_point() else torch.float32)
+                y = (x[:3].float() * w.reshape(3, 1, 1)).sum(0, keepdim=True).to(x.dtype)
+            else:
+                name = (getattr(x, "meta", {}) or {}).get("filename_or_obj", key)
+                raise ValueError(
+                    f"{name} ('{key}'): image has {c} channel(s) ({sd}D), the plan/config expects {self.channels}; "
+                    "set channels/in_channels to match the data"
+                )
+            if isinstance(x, MetaTensor) and not isinstance(y, MetaTensor):
+                y = MetaTensor(y, meta=x.meta, applied_operations=x.applied_operations)
+            d[key] = y
         return d
 
 
@@ -224,7 +280,8 @@ def build_preprocessing(
 ) -> Compose:
     """Build the preprocessing ``Compose`` for images (and an optional segmentation mask).
 
-    Chain: load (per-type reader, see :mod:`medmonai.transforms.io`) → ``EnsureChannelFirstd`` → 2D in-plane
+    Chain: load (per-type reader, see :mod:`medmonai.transforms.io`) → ``EnsureChannelFirstd`` → channel count
+    (:class:`MatchChannelsd`, when ``channels`` is set) → 2D in-plane
     affine fix (:class:`PlanarAffined`) → mask/image grid check (:class:`CheckGeometryd`) → ``Orientationd`` →
     ``Spacingd`` (bilinear for images, nearest for the mask) → intensity preset → optional denoising →
     ``ResizeWithPadOrCropd`` or ``Resized`` (nearest for the mask) → ``EnsureTyped`` (float32 images,
@@ -250,7 +307,10 @@ def build_preprocessing(
         size_mode: ``"crop_pad"`` (centre crop/pad, default) or ``"resize"`` (interpolate; anti-aliased trilinear or
             bilinear for images, nearest for the mask); None: no size change even if the plan has a size.
         image_only: ``False`` also stores ``<key>_meta_dict`` entries (``LoadImaged`` option).
-        channels: ``1`` converts colour 2D images to grey (plan key ``channels``).
+        channels: ``1`` converts colour 2D images to grey, ``3`` converts grey (and grey+alpha/RGBA) images to RGB
+            by replicating the grey channel and dropping alpha (:class:`MatchChannelsd`); None keeps the stored
+            channels (plan key ``channels``, chosen from the data by
+            :func:`~medmonai.data.fingerprint.plan_from_fingerprint` together with ``in_channels``).
         check_geometry: check that the mask lies on the image's voxel grid (raises otherwise).
         mask_dtype: dtype of the output mask.
 
@@ -293,7 +353,11 @@ def build_preprocessing(
             if n != spatial_dims:
                 raise ValueError(f"{name} has {n} values but spatial_dims is {spatial_dims}")
 
+    if channels is not None and int(channels) not in (1, 3):
+        raise ValueError(f"channels must be None (keep), 1 (grey) or 3 (RGB), got {channels!r}")
     xforms: list[Any] = list(load_image_transforms(keys, mask_keys, image_only=image_only, channels=channels))
+    if channels is not None:
+        xforms.append(MatchChannelsd(keys, int(channels)))
     if spatial_dims in (2, None):
         xforms.append(PlanarAffined(all_keys))
     if mask_keys and check_geometry:

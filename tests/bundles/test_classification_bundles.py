@@ -92,6 +92,7 @@ def test_2d_evaluate_and_inference(trained_2d):
 def test_2d_verify_net_and_torchscript_export_match_checkpoint(trained_2d, tmp_path):
     cfg = REPO / "bundles" / "classification_2d" / "configs"
     common = {"meta_file": str(cfg / "metadata.json"), "config_file": str(cfg / "train.yaml"), "num_classes": 2}
+    common |= {"in_channels": 1, "input_range": [0, 1]}  # like num_classes: given, not planned from data in the cwd
     verify_net_in_out(net_id="network_def", device="cpu", **common)
     ts = tmp_path / "model.ts"
     ckpt = trained_2d / "runs" / "checkpoints" / "model.pt"

@@ -83,8 +83,9 @@ def test_classification_3d_export_matches_checkpoint(cls3d, tmp_path):
     root, overrides = cls3d
     ckpt = root / "runs" / "checkpoints" / "model.pt"
     shape = [1, 1, 24, 24, 24]  # the documented tracing export, then the default (scripting)
-    traced = _export("classification_3d", tmp_path / "model.ts", ckpt, num_classes=2, use_trace=True, input_shape=shape)
-    scripted = _export("classification_3d", tmp_path / "scripted.ts", ckpt, num_classes=2)
+    given = {"num_classes": 2, "in_channels": 1, "input_range": [0, 1]}  # not planned from data in the cwd
+    traced = _export("classification_3d", tmp_path / "model.ts", ckpt, use_trace=True, input_shape=shape, **given)
+    scripted = _export("classification_3d", tmp_path / "scripted.ts", ckpt, **given)
     parser = _parser("classification_3d", root, **overrides)
     net = _checkpoint_net(parser, ckpt)
     preprocessing = parser.get_parsed_content("validate#preprocessing")

@@ -140,7 +140,8 @@ def test_image_folder_class_folders(tmp_path):
     assert dl["classes"] == ["ant", "zebra"]
     assert set(dl) >= {"training"} and "validation" not in dl
     got = {os.path.basename(e["image"]): (e["label"], e["subject"]) for e in dl["training"]}
-    assert got == {"p1_c.png": (0, "p1_c"), "p1_a.png": (1, "p1_a"), "p2_b.PNG": (1, "p2_b")}
+    # one subject per file, named by its relative path without extension (issue 21: no invented shared subjects)
+    assert got == {"p1_c.png": (0, "ant/p1_c"), "p1_a.png": (1, "zebra/p1_a"), "p2_b.PNG": (1, "zebra/sub/p2_b")}
     dl = datalist_from_image_folder(tmp_path, subject_regex=r"^(p\d+)_", classes=["zebra", "ant", "bee"])
     got = {os.path.basename(e["image"]): (e["label"], e["subject"]) for e in dl["training"]}
     assert got == {"p1_c.png": (1, "p1"), "p1_a.png": (0, "p1"), "p2_b.PNG": (0, "p2")}
@@ -212,7 +213,7 @@ def test_csv_names_ints_metadata_and_splits(tmp_path):
     csv2 = _write_csv(tmp_path / "ints.csv", ["file", "y"], [["img/a.png", "1"], ["img/b.png", "0"]])
     dl = datalist_from_csv(csv2, path_col="file", label_col="y", subject_col=None)
     assert dl["classes"] == ["class_0", "class_1"] and [e["label"] for e in dl["training"]] == [1, 0]
-    assert dl["training"][0]["subject"] == "a"
+    assert dl["training"][0]["subject"] == "img/a"  # one subject per file: relative path without extension
     dl = datalist_from_csv(csv2, path_col="file", label_col="y", subject_col=None, classes=["neg", "pos"])
     assert dl["classes"] == ["neg", "pos"] and dl["training"][0]["label"] == 1
 
@@ -444,3 +445,59 @@ def test_dicom_folder_pseudonymised_subjects(dicom_tree, tmp_path):
     (tmp_path / "short.txt").write_text("secret")
     with pytest.raises(DatalistError, match=r"short.txt: the pseudonym key has 6 bytes"):
         read_pseudonym_key(tmp_path / "short.txt")
+
+
+# ---------------------------------------------------------------------- issue 21: subjects, encodings, dims
+
+
+def test_image_folder_subjects_default_regex_and_csv(tmp_path):
+    for rel in ("train/Benign/1.jpg", "train/Malignant/1.jpg", "test/Benign/1.jpg", "test/Malignant/p2_x.png"):
+        _png(tmp_path / rel, 5)
+    dl = datalist_from_image_folder(tmp_path)
+    subjects = [e["subject"] for k in ("training", "test") for e in dl[k]]
+    assert subjects == ["train/Benign/1", "train/Malignant/1", "test/Benign/1", "test/Malignant/p2_x"]
+    assert "one per file" in dl["description"]
+    # a regex over the relative path: named group, else first group, else the whole match
+    dl = datalist_from_image_folder(tmp_path, subject_regex=r"^(?P<split>\w+)/(?P<subject>\w+)/")
+    assert [e["subject"] for e in dl["training"]] == ["Benign", "Malignant"]
+    dl = datalist_from_image_folder(tmp_path, subject_regex=r"^\w+")
+    assert {e["subject"] for e in dl["test"]} == {"test"}
+    # a pattern written for the file name (anchored at its start) still works: the name is tried second
+    dl = datalist_from_image_folder(tmp_path, subject_regex=r"^(\w)")
+    assert [e["subject"] for e in dl["test"]] == ["t", "t"]  # matched on the path first
+    dl = datalist_from_image_folder(tmp_path, subject_regex=r"^(\d|p\d)[._]")
+    assert [e["subject"] for e in dl["test"]] == ["1", "p2"]
+    with pytest.raises(DatalistError, match="not a valid regular expression"):
+        datalist_from_image_folder(tmp_path, subject_regex="(")
+    with pytest.raises(DatalistError, match="not both"):
+        datalist_from_image_folder(tmp_path, subject_regex="x", subjects_csv=tmp_path / "s.csv")
+    csv_path = _write_csv(
+        tmp_path / "s.csv", ["path", "subject"],
+        [["train/Benign/1.jpg", "A"], ["train/Malignant/1.jpg", "B"], ["test/Benign/1.jpg", "A"],
+         [str(tmp_path / "test/Malignant/p2_x.png"), "C"]],
+    )  # fmt: skip
+    dl = datalist_from_image_folder(tmp_path, subjects_csv=csv_path)
+    assert [e["subject"] for k in ("training", "test") for e in dl[k]] == ["A", "B", "A", "C"]
+    bad = _write_csv(tmp_path / "bad.csv", ["path", "subject"], [["train/Benign/nope.jpg", "A"]])
+    with pytest.raises(DatalistError, match=r"bad.csv row 2: file does not exist"):
+        datalist_from_image_folder(tmp_path, subjects_csv=bad)
+
+
+def test_csv_encodings(tmp_path):
+    _png(tmp_path / "a.png")
+    p = tmp_path / "bom.csv"
+    p.write_bytes(b"\xef\xbb\xbfpath,label\na.png,x\n")  # Excel's "CSV UTF-8" writes a BOM
+    assert datalist_from_csv(p)["training"][0]["label"] == 0
+    p = tmp_path / "latin.csv"
+    p.write_bytes("path,label\na.png,b\xe9nin\n".encode("latin-1"))
+    with pytest.raises(DatalistError, match=r"latin.csv: not UTF-8 text \(line 2"):
+        datalist_from_csv(p)
+
+
+def test_dicom_folder_datalist_states_its_dims(tmp_path):
+    for i in range(2):
+        write_series(tmp_path / "flat" / f"p{i}", shape=(6, 5, 1), patient_id=f"P{i}", seed=i)
+        write_series(tmp_path / "vol" / f"p{i}", shape=(6, 5, 3), patient_id=f"P{i}", seed=i)
+    assert datalist_from_dicom_folder(tmp_path / "flat", progress=False)[0]["tensorImageSize"] == "2D"
+    assert datalist_from_dicom_folder(tmp_path / "vol", progress=False)[0]["tensorImageSize"] == "3D"
+    assert "tensorImageSize" not in datalist_from_dicom_folder(tmp_path, progress=False)[0]  # a mix: unstated

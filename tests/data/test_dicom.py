@@ -428,3 +428,38 @@ def test_real_mr_brain_matches_simpleitk():
     img = _load(str(folder))
     np.testing.assert_array_equal(img.numpy(), ref_arr)
     np.testing.assert_allclose(img.affine.numpy(), np.diag([-1, -1, 1, 1]) @ lps, atol=1e-3)
+
+
+# ------------------------------------------------------------------ truncated pixel data (issue 21, item 4)
+
+
+@pytest.mark.parametrize("shape, cut", [((6, 6, 3), 30), ((64, 64, 3), 3000), ((64, 64, 3), 8000)])
+def test_truncated_pixel_data_is_found_whether_read_or_deferred(tmp_path, shape, cut):
+    # 72 bytes of pixel data are read with the header, 8192 are deferred (defer_size): both must be checked
+    s = write_series(tmp_path / "s", shape=shape)
+    whole = s.files[1].read_bytes()
+    s.files[1].write_bytes(whole[:-cut])
+    expected = shape[0] * shape[1] * 2
+    message = f"corrupt or truncated DICOM file: pixel data has {expected - cut} bytes, expected {expected}"
+    with pytest.raises(DicomError, match=message) as e:
+        scan_dicom_folder(s.folder, on_error="raise")
+    assert str(s.files[1]) in str(e.value)
+    series, problems = scan_dicom_folder(s.folder, on_error="skip")
+    assert series == [] and any(p.file == str(s.files[1]) and message in p.reason for p in problems)
+
+
+def test_decoding_a_truncated_file_names_the_cause_not_simpleitk(tmp_path):
+    from medmonai.data.dicom import _decode_slice
+
+    s = write_series(tmp_path / "s", shape=(64, 64, 2))
+    s.files[0].write_bytes(s.files[0].read_bytes()[:-3000])
+    with pytest.raises(DicomError, match="pixel data has 5192 bytes, expected 8192") as e:
+        _decode_slice(str(s.files[0]), 1)
+    assert str(s.files[0]) in str(e.value) and "ImageIO" not in str(e.value)
+
+
+def test_a_fifo_in_a_dicom_folder_is_reported_not_opened(tmp_path):
+    s = write_series(tmp_path / "s", shape=(6, 6, 3))
+    os.mkfifo(tmp_path / "s" / "sub_pipe.dcm")  # the recursive scan lists it; opening it would block
+    _, problems = scan_dicom_folder(s.folder, recursive=True, on_error="skip")
+    assert any("FIFO" in p.reason and p.file.endswith("sub_pipe.dcm") for p in problems)

@@ -11,7 +11,9 @@ from medmonai.data.fingerprint import (
     compute_fingerprint,
     fingerprint_datalist,
     normalize_modality,
+    padding_mask,
     plan_from_fingerprint,
+    require_grey,
     write_fingerprint,
 )
 from medmonai.transforms.preprocessing import build_preprocessing
@@ -135,7 +137,8 @@ def test_patch_size_divisible_and_within_budget():
         size = plan["spatial_size"]
         assert all(s % div == 0 and s >= div for s in size)
         assert np.prod(size) <= budget
-        assert any("budget" in r and "shrunk" in r for r in plan["reasons"])
+        # cropping would keep < 50 % of the field of view: the spacing is coarsened instead (issue 21, item 6)
+        assert any("budget" in r and ("shrunk" in r or "coarsened" in r) for r in plan["reasons"])
     # the median shape is taken after resampling to the target spacing
     fp2 = _fake_fp([(50, 50, 20)] * 2 + [(100, 100, 40)], [(1.0, 1.0, 2.0)] * 2 + [(0.5, 0.5, 1.0)])
     plan = plan_from_fingerprint(fp2, divisor=8)
@@ -335,3 +338,60 @@ def test_msd_hippocampus_subset():
     out = build_preprocessing("image", "mask", plan=plan)(entries[0])
     assert list(out["image"].shape[1:]) == plan["spatial_size"]
     assert set(np.unique(out["mask"].numpy()).tolist()) <= {0, 1, 2}
+
+
+def _circle_padded(value=-3024.0, n=40):
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    img = np.where(np.hypot(i - n / 2, j - n / 2) > n / 2 - 2, value, -900.0 + (i % 7))
+    return img[None].astype(np.float32)
+
+
+def test_padding_mask_rules():
+    img = _circle_padded()
+    pad, info = padding_mask(img, {}, "CT")
+    assert info["source"] == "out-of-field constant" and info["value"] == -3024.0
+    assert pad.sum() == int((img[0] == -3024).sum()) and 0.1 < info["fraction"] < 0.5
+    assert padding_mask(img, {}, "MR") == (None, None)  # the constant rule is for CT only
+    assert padding_mask(_circle_padded(-1000.0), {}, "CT") == (None, None)  # air itself is not padding
+    # an interior pocket at the minimum is not border-connected: not padding
+    pocket = np.full((1, 40, 40), -500.0, np.float32)
+    pocket[0, 10:30, 10:30] = -2000.0
+    assert padding_mask(pocket, {}, "CT") == (None, None)
+    # DICOM PixelPaddingValue (any modality), with a range limit: every value between the two
+    vol = np.stack([_circle_padded(-2000.0)[0], _circle_padded(-2500.0)[0]], axis=-1)[None]
+    meta = {"PixelPaddingValue": -2000.0, "PixelPaddingRangeLimit": -2600.0}
+    pad, info = padding_mask(vol, meta, "MR")
+    assert info["source"] == "DICOM PixelPaddingValue" and info["range_limit"] == -2600.0
+    assert pad.sum() == int((vol[0] <= -2000).sum())
+    nan = {"PixelPaddingValue": float("nan"), "PixelPaddingRangeLimit": float("nan")}
+    assert padding_mask(img, nan, "CT")[1]["source"] == "out-of-field constant"  # NaN = not given
+    assert padding_mask(np.concatenate([img, img]), {}, "CT") == (None, None)  # multi-channel: none
+
+
+def test_colour_and_alpha_records_and_the_channel_plan(tmp_path):
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 200, size=(12, 12), dtype=np.uint8)
+    colour = np.stack([g, g + 40, g], axis=-1)
+    jpeg_like = np.stack([g, np.clip(g.astype(int) + rng.integers(-1, 2, g.shape), 0, 255), g], -1).astype(np.uint8)
+    la = np.stack([g, np.full_like(g, 255)], axis=-1)
+    entries = [
+        {"image": str(write_png(tmp_path / n, px))}
+        for n, px in (("c.png", colour), ("j.png", jpeg_like), ("la.png", la), ("g.png", g))
+    ]
+    fp = compute_fingerprint(entries, progress=False)
+    recs = {r["file"].rsplit("/", 1)[-1]: r for r in fp["images"]}
+    assert recs["c.png"]["colour"] and not recs["j.png"]["colour"] and not recs["g.png"]["colour"]
+    assert recs["la.png"]["alpha"] == {"min": 255.0, "max": 255.0, "constant": True}
+    assert recs["la.png"]["intensity_all"]["max"] < 255  # alpha left out of the statistics
+    assert fp["colour_images"] == 1 and fp["alpha_images"] == {"n": 1, "varying": 0}
+    plan = plan_from_fingerprint(fp)
+    assert plan["in_channels"] == 3 and plan["channels"] == 3
+    with pytest.raises(ValueError, match="3 channels"):
+        require_grey(plan, "the GAN bundle")
+    grey = plan_from_fingerprint(compute_fingerprint(entries[1:], progress=False))
+    assert grey["in_channels"] == 1 and grey["channels"] == 1 and require_grey(grey, "x") == 1
+    # 3D multi-channel data keep their channel count; older fingerprints without colour records still plan
+    fp3 = _fake_fp([(20, 20, 20)] * 2, [(1.0, 1.0, 1.0)] * 2) | {"channels": {"4": 2}}
+    assert plan_from_fingerprint(fp3)["in_channels"] == 4 and plan_from_fingerprint(fp3)["channels"] is None
+    old = _fake_fp([(20, 20)] * 2, [(1.0, 1.0)] * 2, dims=2) | {"channels": {"3": 2}}
+    assert plan_from_fingerprint(old)["in_channels"] == 3

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medmonai.engines.losses import L1Penalty, classification_loss
+from medmonai.engines.losses import L1Penalty, classification_loss, training_class_prior
 
 
 class _Net(torch.nn.Module):
@@ -41,3 +41,16 @@ def test_l1_penalty_on_head_only():
     assert float(loss.penalty()) == 0.0
     with pytest.raises(ValueError, match="needs the model"):
         classification_loss(2, l1=0.1)
+
+
+def test_training_class_prior_of_weights_and_sampler():
+    entries = [{"label": 0}] * 6 + [{"label": 1}] * 3 + [{"label": 2}] + [{"label": 2, "synthetic": True}]
+    plain = training_class_prior(entries, 3)
+    assert plain["class_priors"] == pytest.approx([0.6, 0.3, 0.1])  # real entries only
+    assert plain["training_prior"] == pytest.approx([6 / 11, 3 / 11, 2 / 11]) and plain["class_weights"] is None
+    balanced = training_class_prior(entries, 3, "balanced")
+    assert balanced["training_prior"] == pytest.approx([1 / 3] * 3)  # balanced weights: a uniform prior
+    sampled = training_class_prior(entries, 3, [1.0, 2.0, 1.0], balanced_sampler=True)
+    assert sampled["training_prior"] == pytest.approx([0.25, 0.5, 0.25]) and sampled["sampler"] == "class_balanced"
+    with pytest.raises(ValueError, match="no training entries"):
+        training_class_prior([{"label": 0}], 2)

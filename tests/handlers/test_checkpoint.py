@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from ignite.metrics import Metric
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 
 from medmonai.handlers.checkpoint import (
+    LOCK_FILE,
     EarlyStopOnValidation,
+    OutputDirLockedError,
     RestoreBestWeights,
     ResumableCheckpoint,
+    ResumeSettingsError,
+    compare_settings,
     latest_checkpoint,
+    lock_output_dir,
+    release_output_dir,
 )
 
 
@@ -123,3 +130,41 @@ def test_no_checkpoint_starts_fresh(tmp_path):
     net, _, trainer, _ = _engines([0.5], 1, lambda n, o, e: [h])
     trainer.run()
     assert h.loaded_from is None and trainer.state.epoch == 1
+
+
+def test_explicit_settings_are_saved_and_a_mismatch_is_refused(tmp_path):
+    ckpt = tmp_path / "ckpt"
+
+    def with_settings(settings, resume=True):
+        return lambda net, opt, ev: [ResumableCheckpoint(str(ckpt), {"network": net}, resume=resume, settings=settings)]
+
+    _, _, first, _ = _engines([0.5], 1, with_settings({"seed": 0, "lr": 0.1}))
+    first.run()
+    saved = torch.load(latest_checkpoint(str(ckpt)), weights_only=True)["run_settings"]
+    assert '"seed": 0' in saved["json"]
+    _, _, same, _ = _engines([0.5], 2, with_settings({"seed": 0, "lr": 0.1}))
+    same.run()  # same settings: resumes, one more epoch
+    assert same.state.epoch == 2
+    _, _, other, _ = _engines([0.5], 3, with_settings({"seed": 1, "lr": 0.1}))
+    with pytest.raises(ResumeSettingsError, match=r"seed: checkpoint 0, now 1"):
+        other.run()
+    _, _, fresh, _ = _engines([0.5], 1, with_settings({"seed": 1, "lr": 0.1}, resume=False))
+    fresh.run()  # resume false: starts over, the old checkpoint is removed
+    assert sorted(p.name for p in ckpt.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]
+
+
+def test_compare_settings_names_each_differing_key():
+    diffs = compare_settings({"a": 1, "b": [1, 2], "old": 0}, {"a": 1, "b": [1, 3], "new": 0})
+    assert diffs == ["b: checkpoint [1, 2], now [1, 3]"]  # keys on one side only are not compared
+
+
+def test_lock_is_reentrant_in_a_process_and_skipped_on_other_ranks(tmp_path, monkeypatch):
+    folder = tmp_path / "out"
+    assert lock_output_dir(folder) == str(folder) and (folder / LOCK_FILE).is_file()
+    assert lock_output_dir(str(folder)) == str(folder)  # this process holds it already
+    assert '"pid"' in (folder / LOCK_FILE).read_text()
+    assert release_output_dir(folder) and not release_output_dir(folder)
+    monkeypatch.setenv("RANK", "1")
+    other = tmp_path / "rank1"
+    assert lock_output_dir(other) == str(other) and not other.exists()  # ranks > 0 neither lock nor write
+    assert issubclass(OutputDirLockedError, RuntimeError)

@@ -10,8 +10,12 @@ import pytest
 from medmonai.metrics.clinical import (
     BINARY_SCALARS,
     MULTICLASS_SCALARS,
+    apply_decision_rule,
     classification_metrics,
+    decision_rule_from_report,
+    majority_class_rate,
     prepare_inputs,
+    prior_shift_factors,
     scalar_metrics,
 )
 
@@ -202,3 +206,56 @@ def test_prepare_inputs_expands_binary_column():
     inp = prepare_inputs([0, 1], [0.25, 0.75], positive_class=0)
     np.testing.assert_allclose(inp.prob, [[0.25, 0.75], [0.75, 0.25]])
     assert inp.binary and inp.positive_class == 0 and inp.classes == ["0", "1"]
+
+
+# ------------------------------------------------------------------------------------------- decision rules
+
+
+def test_prior_shift_factors_undo_balanced_weights():
+    pi = [0.6, 0.3, 0.1]
+    uniform = [1 / 3] * 3
+    assert np.allclose(prior_shift_factors(1.0, pi, uniform), pi)  # alpha 1: back to the real frequencies
+    assert np.allclose(prior_shift_factors(0.0, pi, uniform), uniform)  # alpha 0: the weighted model as is
+    assert np.allclose(prior_shift_factors(1.0, pi, pi), uniform)  # an unweighted model at alpha 1: plain argmax
+    assert np.allclose(prior_shift_factors(0.0, pi, pi), np.array([1 / 0.6, 1 / 0.3, 1 / 0.1]) / 15.0)
+    with pytest.raises(ValueError, match="alpha"):
+        prior_shift_factors(1.5, pi, uniform)
+    with pytest.raises(ValueError, match="positive"):
+        prior_shift_factors(0.5, [1.0, 0.0, 0.0], uniform)
+
+
+def test_apply_decision_rule_forms():
+    p = np.array([[0.30, 0.35, 0.35], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    assert apply_decision_rule(p).tolist() == [1, 0, 2]  # argmax, ties to the lowest index
+    assert apply_decision_rule(p, {"method": "argmax"}).tolist() == [1, 0, 2]
+    rule = {"method": "prior_shift", "alpha": 1.0, "class_priors": [0.6, 0.3, 0.1], "training_prior": [1, 1, 1]}
+    assert apply_decision_rule(p, rule).tolist() == [0, 0, 0]  # 0.30 * 0.6 > 0.35 * 0.3; 0.2 * 0.6 > 0.6 * 0.1
+    assert apply_decision_rule(p[None], rule).shape == (1, 3)  # batched (B, N, C), as in the bootstrap
+    b = np.array([[0.6, 0.4], [0.2, 0.8]])
+    assert apply_decision_rule(b, 0.3).tolist() == [1, 1]
+    assert apply_decision_rule(b, {"threshold": 0.3, "positive_class": 0}).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="for 3 classes"):
+        apply_decision_rule(b, rule)
+    with pytest.raises(ValueError, match="only applies to 2 classes"):
+        apply_decision_rule(p, 0.5)
+    with pytest.raises(ValueError, match="unknown decision rule"):
+        classification_metrics([0, 1, 2], p, threshold={"method": "vote", "threshold": None})
+
+
+def test_classification_metrics_with_a_decision_rule():
+    p = np.array([[0.30, 0.35, 0.35], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    rule = {"method": "prior_shift", "alpha": 1.0, "class_priors": [0.6, 0.3, 0.1], "training_prior": [1, 1, 1]}
+    m = classification_metrics([0, 0, 2], p, threshold=rule)
+    assert m["confusion_matrix"] == [[2, 0, 0], [0, 0, 0], [1, 0, 0]] and m["threshold"] is None
+    assert m["decision_rule"]["alpha"] == 1.0 and "prior shift" in m["prediction_rule"]
+
+
+def test_decision_rule_from_report_and_majority_rate():
+    assert decision_rule_from_report({"threshold": {"threshold": 0.3}, "positive_class": 1}) == {
+        "threshold": 0.3,
+        "positive_class": 1,
+    }
+    assert decision_rule_from_report({"threshold": {"threshold": None, "method": "argmax"}}) is None
+    rule = {"method": "prior_shift", "alpha": 0.5, "class_priors": [0.5, 0.5, 0.0001], "training_prior": [1, 1, 1]}
+    assert decision_rule_from_report({"threshold": {"threshold": None}, "decision_rule": rule}) == rule
+    assert majority_class_rate([2, 2, 1, 0]) == (2, 0.5)

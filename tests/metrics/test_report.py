@@ -132,3 +132,18 @@ def test_confusion_png_many_classes(tmp_path):
     cm = np.arange(36).reshape(6, 6)
     path = save_confusion_matrix_png(tmp_path / "cm.png", cm, [f"class{i}" for i in range(6)])
     _assert_png(path)
+
+
+def test_report_states_the_majority_rate_and_warns_below_it(tmp_path):
+    y = [0] * 8 + [1, 2]
+    always_wrong_on_majority = np.tile([0.2, 0.4, 0.4], (10, 1))
+    rep = write_classification_report(tmp_path / "bad", y, always_wrong_on_majority, n_boot=0)
+    assert rep["majority_class"] == {"index": 0, "name": "0", "rate": 0.8, "source": "labels of the evaluated cases"}
+    assert rep["accuracy_below_majority_rate"] is True and "below the majority-class rate 0.800" in rep["warnings"][0]
+    assert any("plain argmax" in n for n in rep["notes"])
+    good = np.tile([0.8, 0.1, 0.1], (10, 1))
+    rep = write_classification_report(tmp_path / "good", y, good, n_boot=0)
+    assert rep["accuracy_below_majority_rate"] is False and rep["warnings"] == []
+    binary = write_classification_report(tmp_path / "bin", [0, 0, 0, 1], [0.6, 0.7, 0.1, 0.9], n_boot=0)
+    assert binary["majority_class"]["rate"] == 0.75 and binary["accuracy_below_majority_rate"] is True
+    assert "not for accuracy" in binary["warnings"][0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medmonai.metrics.clinical import classification_metrics
-from medmonai.metrics.threshold import choose_threshold
+from medmonai.metrics.threshold import choose_decision_rule, choose_threshold
 
 # validation set: 4 positives, 6 negatives. Sorted scores (P = positive, N = negative):
 #   0.9P 0.8P 0.7N 0.6P 0.4N 0.35N 0.3P 0.2N 0.1N 0.05N
@@ -109,3 +109,50 @@ def test_chosen_threshold_reproduces_rates_and_is_usable_as_dict():
 def test_bad_requests_raise(y, p, kwargs, match):
     with pytest.raises(ValueError, match=match):
         choose_threshold(y, p, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ multi-class decision rule
+
+
+def _three_class(n=400, seed=0, priors=(0.7, 0.2, 0.1)):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, size=n, p=priors)
+    z = np.eye(3)[y] + rng.normal(size=(n, 3))
+    q = np.exp(z)
+    return y, q / q.sum(axis=1, keepdims=True)  # a model trained for a uniform prior (balanced weights)
+
+
+def test_decision_rule_candidates_and_objectives():
+    y, p = _three_class()
+    pi, uniform = [0.7, 0.2, 0.1], [1 / 3] * 3
+    acc = choose_decision_rule(y, p, pi, uniform, objective="accuracy")
+    bal = choose_decision_rule(y, p, pi, uniform, objective="balanced_accuracy")
+    default = choose_decision_rule(y, p, pi, uniform)
+    # balanced weights: alpha 0 is the plain argmax and is dropped as a duplicate
+    assert [c["alpha"] for c in acc["candidates"]] == [None, 0.25, 0.5, 0.75, 1.0]
+    best_acc = max(c["expected_accuracy"] for c in acc["candidates"])
+    assert acc["validation"]["expected_accuracy"] == best_acc
+    assert bal["validation"]["balanced_accuracy"] == max(c["balanced_accuracy"] for c in bal["candidates"])
+    assert default["validation"]["expected_accuracy"] >= default["majority_rate"] == pytest.approx(0.7)
+    assert default["objective_used"] == "balanced_accuracy_above_majority"
+
+
+def test_decision_rule_of_an_unweighted_model_and_its_errors():
+    y, p = _three_class(seed=1)
+    pi = [0.7, 0.2, 0.1]
+    rule = choose_decision_rule(y, p, pi, pi)  # unweighted: alpha 1 equals the plain argmax
+    assert [c["alpha"] for c in rule["candidates"]] == [None, 0.0, 0.25, 0.5, 0.75]
+    with pytest.raises(ValueError, match="binary problems use choose_threshold"):
+        choose_decision_rule([0, 1], [[0.4, 0.6], [0.7, 0.3]], [0.5, 0.5], [0.5, 0.5])
+    with pytest.raises(ValueError, match="unknown decision objective"):
+        choose_decision_rule(y, p, pi, pi, objective="kappa")
+    with pytest.raises(ValueError, match="3 classes"):
+        choose_decision_rule(y, p, [0.5, 0.5], [0.5, 0.5])
+
+
+def test_decision_rule_without_a_validation_class_uses_the_plain_accuracy():
+    y, p = _three_class(seed=2)
+    keep = y != 2
+    rule = choose_decision_rule(y[keep], p[keep], [0.7, 0.2, 0.1], [1 / 3] * 3)
+    assert rule["objective_used"] == "validation_accuracy" and "no validation case" in rule["notes"][0]
+    assert rule["validation"]["accuracy"] == max(c["accuracy"] for c in rule["candidates"])

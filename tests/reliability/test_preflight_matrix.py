@@ -161,6 +161,24 @@ def _missing_file(root: Path):
     return {"image": str(p)}, p, "does not exist"
 
 
+def _mask_affine_differs(root: Path):  # issue 21: same grid, mask 50 mm away
+    img = _nifti(root / "img_for_shifted_mask.nii.gz", np.random.default_rng(8).random((8, 8, 6)))
+    mask = root / "mask_shifted.nii.gz"
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[0, 3] = 50.0
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 6), np.float32), affine), str(mask))
+    return {"image": str(img), "mask": str(mask)}, mask, "not aligned with its image"
+
+
+def _no_label(root: Path):  # issue 21: a classification entry without its class
+    p = _nifti(root / "unlabelled.nii.gz", np.random.default_rng(9).random((8, 8, 6)))
+    return {"image": str(p), "label": None}, p, "no 'label'"
+
+
+def _image_not_a_path(root: Path):  # issue 21: "image": 12345 was an uncaught traceback
+    return {"image": 12345}, root.parent / "datalist.json", "got 12345"
+
+
 ENTRY_CASES: dict[str, Callable] = {
     "truncated_dicom": _truncated_dicom,
     "corrupt_dicom": _corrupt_dicom,
@@ -179,6 +197,9 @@ ENTRY_CASES: dict[str, Callable] = {
     "mask_shape_differs": _mask_shape_mismatch,
     "label_outside_class_list": _label_outside_classes,
     "missing_file": _missing_file,
+    "mask_affine_differs": _mask_affine_differs,
+    "entry_without_label": _no_label,
+    "image_not_a_path": _image_not_a_path,
 }
 
 
@@ -199,7 +220,11 @@ def test_bad_entry_is_an_error_naming_file_and_reason(case, tmp_path):
     assert report["n_problems"] >= 1 and any(reason in p["reason"] or reason in p["file"] for p in report["problems"])
 
 
-@pytest.mark.parametrize("case", ["truncated_dicom", "nan_voxels", "four_d_nifti_where_3d_expected", "missing_file"])
+@pytest.mark.parametrize(
+    "case",
+    ["truncated_dicom", "nan_voxels", "four_d_nifti_where_3d_expected", "missing_file", "mask_affine_differs",
+     "image_not_a_path"],
+)  # fmt: skip
 def test_skip_mode_leaves_the_bad_entry_out_and_reports_it(case, tmp_path):
     entry, _, reason = ENTRY_CASES[case](tmp_path / "data")
     good = _good_entries(tmp_path / "data")

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from medmonai.transforms.preprocessing import build_preprocessing, load_plan
+from medmonai.networks.factory import auto_input_affine
+from medmonai.transforms.intensity import normalized_range
+from medmonai.transforms.preprocessing import MatchChannelsd, build_preprocessing, load_plan
 from tests.transforms._helpers import error_chain as _chain
 from tests.transforms._helpers import write_dicom_series, write_nifti, write_png
 
@@ -219,3 +221,50 @@ def test_unknown_dims_reorients_3d_but_leaves_2d_alone(tmp_path):
     out3 = pre({"image": str(tmp_path / "vol.nii.gz")})["image"]
     np.testing.assert_array_equal(np.asarray(out3)[0], arr3[::-1, ::-1, :])  # 3D: LPS -> RAS
     assert np.all(np.diag(np.asarray(out3.affine))[:3] > 0)
+
+
+def test_channels_3_replicates_grey_and_drops_alpha(tmp_path):
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 256, size=(10, 12), dtype=np.uint8)
+    rgb = np.stack([g, 255 - g, g // 2], axis=-1)
+    pre = build_preprocessing("image", spatial_dims=2, channels=3, normalization="scale255")
+    grey = pre({"image": str(write_png(tmp_path / "g.png", g))})["image"]
+    assert tuple(grey.shape) == (3, 12, 10) and torch.equal(grey[0], grey[2])
+    np.testing.assert_allclose(grey[1].numpy(), g.T / 255.0, atol=1e-6)
+    colour = pre({"image": str(write_png(tmp_path / "c.png", rgb))})["image"]
+    np.testing.assert_allclose(colour.numpy(), rgb.transpose(2, 1, 0) / 255.0, atol=1e-6)  # kept as stored
+    rgba = np.concatenate([rgb, np.full((10, 12, 1), 7, np.uint8)], axis=-1)
+    no_alpha = pre({"image": str(write_png(tmp_path / "a.png", rgba))})["image"]
+    torch.testing.assert_close(no_alpha, colour)
+    # a grey NIfTI (not read by PIL) is replicated by MatchChannelsd
+    nii = write_nifti(tmp_path / "g.nii.gz", g.T.astype(np.float32), np.eye(4))
+    x = build_preprocessing("image", spatial_dims=2, channels=3)({"image": str(nii)})["image"]
+    assert x.shape[0] == 3 and torch.equal(x[0], x[1])
+    with pytest.raises(ValueError, match="channels"):
+        build_preprocessing("image", channels=2)
+
+
+def test_match_channels_rules():
+    grey1 = MatchChannelsd("image", 1)
+    rgb = torch.tensor([[[255.0]], [[0.0]], [[0.0]]])
+    np.testing.assert_allclose(grey1({"image": rgb})["image"].numpy(), [[[0.299 * 255]]], rtol=1e-6)
+    la = torch.stack([torch.full((2, 2), 9.0), torch.zeros(2, 2)])
+    assert torch.equal(grey1({"image": la})["image"], la[:1])
+    assert torch.equal(MatchChannelsd("image", 3)({"image": la})["image"], la[:1].repeat(3, 1, 1))
+    with pytest.raises(ValueError, match="4 channel"):  # a 4-modality volume is not made grey
+        grey1({"image": torch.zeros(4, 2, 2, 2)})
+
+
+def test_normalized_range_and_the_imagenet_input_mapping():
+    assert normalized_range("scale255") == (0.0, 1.0)
+    assert normalized_range({"preset": "ct_window", "window": "lung", "output_range": [-1, 1]}) == (-1.0, 1.0)
+    ct = {"preset": "ct_clip_zscore", "lower": -1000, "upper": 400, "mean": -300, "std": 350}
+    assert normalized_range(ct) == pytest.approx((-2.0, 2.0))
+    assert normalized_range({"preset": "zscore"}) == (-2.0, 2.0) and normalized_range(None) is None
+    (scale, shift), why = auto_input_affine("imagenet", (0.0, 1.0))
+    assert (scale, shift) == pytest.approx((2.0, -1.0)) and "[-1, 1]" in why
+    assert auto_input_affine("imagenet", None)[0] == pytest.approx((2.0, -1.0))  # assumed [0, 1], and said so
+    assert "assumed" in auto_input_affine("imagenet", None)[1]
+    assert auto_input_affine(None, (0.0, 1.0))[0] is None
+    with pytest.raises(ValueError, match="unknown intensity preset"):
+        normalized_range("bogus")
