@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from medmonai.apps.clinical import load_clinical_model
 from medmonai.utils import shared_data_dir
+from tests.apps._clinical_data import bundle_dir, trained_classifier
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +21,15 @@ def require(path):
     if not path.exists():
         pytest.skip(f"real data not available: {path} does not exist")
     return path
+
+
+@pytest.fixture(scope="module")
+def cls_root(tmp_path_factory):
+    """A tiny classification_2d run on phantoms, trained and evaluated once per session."""
+    return trained_classifier(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cls_model(cls_root):
+    """The clinical model of :func:`cls_root` (loaded once per test module)."""
+    return load_clinical_model(bundle_dir("classification_2d"), cls_root, device="cpu")

@@ -6,8 +6,9 @@ of a study folder:
 * **classification** bundles (the checkpoint ``runs/checkpoints/model.pt``, another checkpoint, or a TorchScript
   model such as the cross-validation fold ensemble ``runs/cv/ensemble/model.ts``) write, per series, a DICOM
   *Comprehensive 3D SR* (TID 1500 measurement report, built with ``highdicom``) holding one probability per class,
-  the decision threshold, the predicted class and the algorithm's name and version, referencing the source study,
-  series and instances; plus ``results.json`` / ``results.csv`` keyed by StudyInstanceUID / SeriesInstanceUID;
+  the decision threshold (binary) or the multi-class decision rule, the predicted class and the algorithm's name
+  and version, referencing the source study, series and instances; plus ``results.json`` / ``results.csv`` keyed
+  by StudyInstanceUID / SeriesInstanceUID;
 * **segmentation** bundles write, per series, a DICOM SEG (``highdicom``, via
   :func:`medmonai.engines.segmentation_inference.write_dicom_seg`) whose frames reference the source instances,
   the mask as NIfTI in the series geometry, and the same ``results.json`` / ``results.csv`` with volumes per class.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import time
@@ -56,7 +58,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmonai.metrics.clinical import apply_decision_rule, decision_rule_from_report
+from medmonai.metrics.clinical import (
+    DECISION_RULE_METHODS,
+    apply_decision_rule,
+    decision_rule_from_report,
+    validate_decision_rule,
+)
 from medmonai.utils import PathLike, atomic_write_json, atomic_write_text, read_json, safe_output_path
 
 __all__ = [
@@ -526,6 +533,43 @@ def _ood_code() -> Any:
     return hd.sr.CodedConcept(value="OOD", scheme_designator=CODING_SCHEME, meaning="Out of training distribution")
 
 
+def _rule_code() -> Any:
+    import highdicom as hd
+
+    return hd.sr.CodedConcept(value="DECISIONRULE", scheme_designator=CODING_SCHEME, meaning="Decision rule")
+
+
+#: the fields of a multi-class decision rule that decide the label (the SR's machine-readable copy holds these)
+_RULE_KEYS = ("method", "alpha", "class_priors", "training_prior", "factors", "chosen_on", "objective")
+
+
+def _plain(value: Any) -> Any:
+    """A rule field as JSON-safe Python (NumPy numbers and arrays as floats and lists)."""
+    if isinstance(value, str):
+        return value
+    return np.asarray(value, dtype=np.float64).tolist()
+
+
+def _rule_parameters(threshold: float | None, rule: Mapping[str, Any] | None) -> list[str]:
+    """The algorithm parameters of the SR: the decision actually applied, in words."""
+    if threshold is not None:
+        return [f"decision threshold {threshold:.6g}"]
+    if rule is None:
+        return ["arg-max decision"]
+    chosen = f" (chosen on {rule['chosen_on']})" if rule.get("chosen_on") else ""
+    if rule["method"] == "argmax":
+        return [f"decision rule argmax{chosen}"]
+    fmt = ", ".join
+    params = [
+        f"decision rule prior_shift{chosen}: argmax of p * pi**alpha / pi_train, alpha {float(rule['alpha']):.6g}",
+        f"class priors pi [{fmt(f'{float(v):.6g}' for v in rule['class_priors'])}]",
+        f"training prior pi_train [{fmt(f'{float(v):.6g}' for v in rule['training_prior'])}]",
+    ]
+    if rule.get("factors") is not None:
+        params.append(f"class factors [{fmt(f'{float(v):.6g}' for v in rule['factors'])}]")
+    return params
+
+
 def write_classification_sr(
     path: PathLike,
     source_files: Sequence[PathLike],
@@ -538,13 +582,17 @@ def write_classification_sr(
     series_number: int = 901,
     series_description: str | None = None,
     out_of_distribution: Sequence[str] | None = None,
+    decision_rule: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a classification result as a DICOM Comprehensive 3D SR (TID 1500 measurement report, ``highdicom``).
 
     Content: one measurement group per class (finding type = the class, a private ``99MEDMONAI`` code; measurement
     DCM 122157 *Probability*, unit UCUM ``1``), and a decision group with the *Decision threshold* (binary) and the
-    qualitative evaluation SCT 278201002 *Classification* = the predicted class. Every group carries the algorithm
-    identification (name, version, threshold as parameter) and references the source instances; the source
+    qualitative evaluation SCT 278201002 *Classification* = the predicted class; with a multi-class
+    ``decision_rule`` the decision group also holds a TEXT item *Decision rule* (``99MEDMONAI`` code
+    ``DECISIONRULE``): the rule as JSON (method, alpha, class priors, training prior, factors). Every group carries
+    the algorithm identification (name, version, and as parameters the decision applied: the threshold, the
+    decision rule with its alpha and priors, or "arg-max decision") and references the source instances; the source
     series is the SR's evidence (CurrentRequestedProcedureEvidenceSequence), and the SR joins the source's study.
     Completion flag COMPLETE, verification flag UNVERIFIED.
 
@@ -554,7 +602,7 @@ def write_classification_sr(
         classes: class names.
         probabilities: one probability per class.
         predicted: index of the predicted class.
-        threshold: decision threshold (binary), or None (arg-max).
+        threshold: decision threshold (binary), or None (arg-max, or ``decision_rule``).
         model_name: algorithm name.
         model_version: algorithm version.
         series_number: SeriesNumber of the SR.
@@ -562,9 +610,15 @@ def write_classification_sr(
         out_of_distribution: the reasons why the input lies outside the model's training domain (processed with
             ``allow_out_of_distribution``): the decision group gets a TEXT item *Out of training distribution*
             (``99MEDMONAI`` code ``OOD``) holding them, and the SeriesDescription says so. None or empty: nothing.
+        decision_rule: the multi-class decision rule that gave ``predicted`` (``{"method": "argmax"}`` or a
+            ``"prior_shift"`` rule, see :func:`medmonai.metrics.clinical.apply_decision_rule`); None: none.
 
     Returns:
         The path.
+
+    Raises:
+        ValueError: probabilities that do not fit the classes, a rule that does not fit them, or both a threshold
+            and a decision rule.
     """
     import highdicom as hd
     import pydicom
@@ -574,8 +628,16 @@ def write_classification_sr(
 
     if len(probabilities) != len(classes):
         raise ValueError(f"{len(probabilities)} probabilities for {len(classes)} classes")
+    rule = None
+    if decision_rule is not None:
+        if threshold is not None:
+            raise ValueError("give a decision threshold (binary) or a multi-class decision rule, not both")
+        if decision_rule.get("method") not in DECISION_RULE_METHODS:
+            raise ValueError(f"not a multi-class decision rule (method in {DECISION_RULE_METHODS}): {decision_rule}")
+        valid = validate_decision_rule(decision_rule, len(classes))
+        rule = {k: _plain(valid[k]) for k in _RULE_KEYS if valid.get(k) is not None}
     evidence = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
-    params = [f"decision threshold {threshold:.6g}"] if threshold is not None else ["arg-max decision"]
+    params = _rule_parameters(threshold, rule)
     algorithm = hd.sr.AlgorithmIdentification(name=model_name[:64], version=str(model_version)[:64], parameters=params)
     sources = [hd.sr.SourceImageForMeasurementGroup(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in evidence]
 
@@ -594,6 +656,12 @@ def write_classification_sr(
     ]
     thr = [] if threshold is None else [hd.sr.Measurement(_threshold_code(), float(threshold), codes.UCUM.NoUnits)]
     decision_group = group("decision", None, measurements=thr or None, qualitative_evaluations=decision)
+    if rule is not None:
+        decision_group[0].ContentSequence.append(  # the group's CONTAINER item
+            hd.sr.TextContentItem(
+                name=_rule_code(), value=json.dumps(rule), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+            )
+        )
     if out_of_distribution:
         text = "OUT OF TRAINING DISTRIBUTION, the result is not reliable: " + "; ".join(out_of_distribution)
         decision_group[0].ContentSequence.append(  # the group's CONTAINER item
@@ -636,8 +704,9 @@ def read_classification_sr(path_or_dataset: PathLike | Any) -> dict[str, Any]:
     """Read back what :func:`write_classification_sr` wrote (with ``pydicom``; checked by ``highdicom``).
 
     Returns:
-        ``{"probabilities": {class: p}, "predicted": class, "threshold": float | None, "algorithm": name,
-        "version": version, "out_of_distribution": the out-of-distribution text or None, "StudyInstanceUID": ...,
+        ``{"probabilities": {class: p}, "predicted": class, "threshold": float | None, "decision_rule": the
+        multi-class rule dict or None, "parameters": the algorithm parameters (the decision in words), "algorithm":
+        name, "version": version, "out_of_distribution": the out-of-distribution text or None, "StudyInstanceUID": ...,
         "referenced_series": [SeriesInstanceUID, ...], "referenced_instances": [SOPInstanceUID, ...]}``.
     """
     import highdicom as hd
@@ -646,7 +715,7 @@ def read_classification_sr(path_or_dataset: PathLike | Any) -> dict[str, Any]:
     ds = path_or_dataset if isinstance(path_or_dataset, pydicom.Dataset) else pydicom.dcmread(str(path_or_dataset))
     hd.sr.Comprehensive3DSR.from_dataset(ds)  # raises for a malformed SR
     out: dict[str, Any] = {"probabilities": {}, "predicted": None, "threshold": None, "algorithm": None}
-    out["version"], out["out_of_distribution"] = None, None
+    out["version"], out["out_of_distribution"], out["decision_rule"], out["parameters"] = None, None, None, []
     out["StudyInstanceUID"] = str(ds.StudyInstanceUID)
     refs, inst = [], []
     for study in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
@@ -695,6 +764,10 @@ def _read_group(items: Any, out: dict[str, Any]) -> None:
             out["version"] = str(item.TextValue)
         elif vtype == "TEXT" and concept == ("OOD", CODING_SCHEME):
             out["out_of_distribution"] = str(item.TextValue)
+        elif vtype == "TEXT" and concept == ("DECISIONRULE", CODING_SCHEME):
+            out["decision_rule"] = json.loads(str(item.TextValue))
+        elif vtype == "TEXT" and concept == ("111002", "DCM") and str(item.TextValue) not in out["parameters"]:
+            out["parameters"].append(str(item.TextValue))  # every group repeats the algorithm identification
 
 
 # ---------------------------------------------------------------------------------------------------- inference
@@ -723,6 +796,11 @@ def _mark(rec: dict[str, Any], problems: Sequence[str]) -> None:
     rec["out_of_distribution_reasons"] = list(problems)
 
 
+def _rule_text(rule: Mapping[str, Any]) -> str:
+    """A multi-class decision rule in one line (result tables): ``"argmax"`` or ``"prior_shift alpha=0.5"``."""
+    return "argmax" if rule["method"] == "argmax" else f"prior_shift alpha={float(rule['alpha']):.6g}"
+
+
 def _classify(
     model: ClinicalModel, chosen: Sequence[Any], out: Path, batch_size: int, ood: Sequence[Sequence[str]]
 ) -> list[dict[str, Any]]:
@@ -736,12 +814,14 @@ def _classify(
         sr = write_classification_sr(
             safe_output_path(out, s.series_uid, "_sr.dcm", "SeriesInstanceUID"), s.files, model.classes,
             [float(v) for v in p], pred, model.threshold, model.name, model.version,
-            out_of_distribution=problems,
+            out_of_distribution=problems, decision_rule=model.decision_rule,
         )  # fmt: skip
         rec = _series_record(s)
         rec["probabilities"] = {c: float(v) for c, v in zip(model.classes, p, strict=True)}
         rec["predicted"] = model.classes[pred]
         rec["threshold"] = model.threshold
+        if model.decision_rule is not None:
+            rec["decision_rule"] = _rule_text(model.decision_rule)
         rec["outputs"] = {"sr": sr.name}
         _mark(rec, problems)
         records.append(rec)
@@ -792,6 +872,8 @@ def _csv_text(model: ClinicalModel, records: Sequence[Mapping[str, Any]]) -> str
         if model.task == "classification":
             row.update({f"prob_{c}": f"{p:.6f}" for c, p in r["probabilities"].items()})
             row["threshold"] = "" if r["threshold"] is None else f"{r['threshold']:.6g}"
+            if "decision_rule" in r:
+                row["decision_rule"] = r["decision_rule"]
             row["predicted"] = r["predicted"]
         else:
             row.update({f"volume_mm3_{c}": f"{v:.3f}" for c, v in r["volume_mm3"].items()})

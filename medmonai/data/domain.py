@@ -517,6 +517,11 @@ def write_training_domain(path: PathLike, record: Mapping[str, Any]) -> Path:
     return atomic_write_json(path, {k: v for k, v in record.items() if not k.startswith("_")})
 
 
+def _plural(what: str, n: int) -> str:
+    """``what`` in the plural when ``n != 1`` (``series`` is its own plural)."""
+    return what if n == 1 or what.endswith("s") else what + "s"
+
+
 def screen_inputs(
     record: Mapping[str, Any] | None,
     entries: Sequence[Mapping[str, Any] | Any],
@@ -552,7 +557,8 @@ def screen_inputs(
         where = f" ({record_file})" if record_file else ""
         logger.warning(
             f"no training-domain record{where} (the model was trained before medmonai recorded one): the "
-            f"{len(entries)} {what}(s) are NOT checked against the training data; retrain to get the check"
+            f"{len(entries)} {_plural(what, len(entries))} are NOT checked against the training data; retrain to get "
+            "the check"
         )
         return [[] for _ in entries]
     found = []
@@ -568,7 +574,8 @@ def screen_inputs(
     if bad and not allow_out_of_distribution:
         lines = "".join(f"\n  {what} {n}: " + "; ".join(p) for n, p in bad)
         raise OutOfDistributionError(
-            f"{len(bad)} of {len(entries)} {what}(s) outside the training domain of the model ({source}), "
+            f"{len(bad)} of {len(entries)} {_plural(what, len(entries))} outside the training domain of the model "
+            f"({source}), "
             f"refused:{lines}\nThe model's answer on such inputs is not reliable; to process them anyway, marked "
             "out of distribution in the outputs, pass --allow-out-of-distribution (bundle configs: "
             "allow_out_of_distribution=true)"

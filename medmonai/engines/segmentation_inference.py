@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medmonai.engines.evaluation import mark_out_of_distribution
 from medmonai.utils import PathLike, atomic_write, atomic_write_json, safe_output_path
 
 __all__ = [
@@ -459,7 +460,9 @@ def evaluate_segmentation(
         network: the network (weights from ``checkpoint`` when given).
         preprocessing: the bundle's deterministic preprocessing.
         entries: datalist entries with ``image`` and ``mask_key`` (or ``label`` holding the mask path).
-        eval_dir: where ``report.json`` and ``per_case.csv`` go (and ``predictions/`` with ``save_predictions``).
+        eval_dir: where ``report.json`` and ``per_case.csv`` go (and ``predictions/`` with ``save_predictions``);
+            every case (its ``report.json`` record and its ``per_case.csv`` row) carries ``out_of_distribution`` and
+            ``out_of_distribution_reasons`` (:func:`medmonai.engines.evaluation.mark_out_of_distribution`).
         class_names: class names (index 0 = background).
         roi_size: sliding-window size.
         checkpoint: weights file.
@@ -497,6 +500,7 @@ def evaluate_segmentation(
         raise ValueError("no entries to evaluate")
     keyed = [{**e, "case_id": _case_name(e, i)} for i, e in enumerate(entries)]
     check = screen_for_report(training_domain, keyed, preprocessing, allow_out_of_distribution, what="test image")
+    ood = {c["index"]: c["reasons"] for c in check["out_of_distribution"]}
     _load_weights(network, checkpoint)
     network = network.to(device)
     predictor = SegmentationPredictor(
@@ -523,6 +527,9 @@ def evaluate_segmentation(
             raise ValueError(f"{ref_path}: reference mask affine differs from the image's ({e['image']})")
         rec: dict[str, Any] = {"case_id": name}
         rec.update(case_metrics(result["label"], ref_arr, len(class_names), result["spacing"], class_names))
+        reasons = ood.get(i, [])
+        rec["out_of_distribution"] = bool(reasons) if check["checked"] else None
+        rec["out_of_distribution_reasons"] = list(reasons)
         cases.append(rec)
         if save_predictions:
             ref_nii = _nifti_reference(e["image"])
@@ -532,6 +539,7 @@ def evaluate_segmentation(
     report = segmentation_report(
         cases, class_names, extra={"checkpoint": str(checkpoint), "input_check": check, **dict(extra or {})}
     )
-    write_segmentation_report(report, out)
+    files = write_segmentation_report(report, out)
+    mark_out_of_distribution(files["csv"], check, len(cases))
     logger.info("test-set segmentation metrics:\n" + format_summary(report))
     return report

@@ -6,6 +6,7 @@ Modules:
     preprocessing: :func:`build_preprocessing`, the plan-driven MONAI transform chain.
     augmentation: :func:`augmentation_preset`, classical 2D/3D augmentation at named strength levels.
     segmentation: segmentation preprocessing (foreground crop, label), class-balanced patches, augmentation presets.
+    registration: optional rigid/affine registration to a reference image (:class:`RegisterToReferenced`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from medmonai.transforms.augmentation import augmentation_preset
 from medmonai.transforms.intensity import CT_WINDOWS, denoise_transform, intensity_preset, normalization_transform
 from medmonai.transforms.io import LoadMedicalImaged, MedicalImageReader, load_image_transforms
 from medmonai.transforms.preprocessing import build_preprocessing, load_plan
+from medmonai.transforms.registration import RegisterToReference, RegisterToReferenced, add_subject_reference
 from medmonai.transforms.segmentation import build_segmentation_preprocessing, segmentation_train_transforms
 
 __all__ = [
     "CT_WINDOWS",
     "LoadMedicalImaged",
     "MedicalImageReader",
+    "RegisterToReference",
+    "RegisterToReferenced",
+    "add_subject_reference",
     "augmentation_preset",
     "build_preprocessing",
     "build_segmentation_preprocessing",

@@ -31,6 +31,7 @@ from monai.utils import ensure_tuple
 
 from medmonai.transforms.intensity import denoise_transform, normalization_transform
 from medmonai.transforms.io import load_image_transforms
+from medmonai.transforms.registration import registration_transform
 from medmonai.utils import read_json
 
 __all__ = [
@@ -54,6 +55,7 @@ PLAN_KEYS: tuple[str, ...] = (
     "spatial_size",
     "size_mode",
     "channels",
+    "registration",
 )
 SIZE_MODES: tuple[str | None, ...] = ("crop_pad", "resize", None)
 
@@ -277,12 +279,14 @@ def build_preprocessing(
     channels: int | None = None,
     check_geometry: bool = True,
     mask_dtype: torch.dtype = torch.uint8,
+    registration: str | Mapping[str, Any] | None = None,
 ) -> Compose:
     """Build the preprocessing ``Compose`` for images (and an optional segmentation mask).
 
     Chain: load (per-type reader, see :mod:`medmonai.transforms.io`) → ``EnsureChannelFirstd`` → channel count
     (:class:`MatchChannelsd`, when ``channels`` is set) → 2D in-plane
-    affine fix (:class:`PlanarAffined`) → mask/image grid check (:class:`CheckGeometryd`) → ``Orientationd`` →
+    affine fix (:class:`PlanarAffined`) → mask/image grid check (:class:`CheckGeometryd`) → optional registration
+    to a reference (:class:`~medmonai.transforms.registration.RegisterToReferenced`) → ``Orientationd`` →
     ``Spacingd`` (bilinear for images, nearest for the mask) → intensity preset → optional denoising →
     ``ResizeWithPadOrCropd`` or ``Resized`` (nearest for the mask) → ``EnsureTyped`` (float32 images,
     ``mask_dtype`` mask).
@@ -313,6 +317,11 @@ def build_preprocessing(
             :func:`~medmonai.data.fingerprint.plan_from_fingerprint` together with ``in_channels``).
         check_geometry: check that the mask lies on the image's voxel grid (raises otherwise).
         mask_dtype: dtype of the output mask.
+        registration: None (default, off; the planner never turns it on): no registration. ``"rigid"`` /
+            ``"affine"``: register the images to the image in each item's ``reference`` key (masks follow, nearest
+            neighbour), on the reference grid; or a dict of
+            :class:`~medmonai.transforms.registration.RegisterToReferenced` settings (``reference_key``,
+            ``reference`` path, ``transform_type``, ``metric``, ...). See ``docs/preprocessing.md``, Registration.
 
     Returns:
         A ``monai.transforms.Compose``.
@@ -362,6 +371,9 @@ def build_preprocessing(
         xforms.append(PlanarAffined(all_keys))
     if mask_keys and check_geometry:
         xforms.append(CheckGeometryd(mask_keys, ref_key=keys[0]))
+    registration = _pick(registration, p, "registration")
+    if registration:
+        xforms.append(registration_transform(keys, mask_keys, registration))
     has_mask = bool(mask_keys)
 
     if orientation:

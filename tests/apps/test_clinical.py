@@ -30,23 +30,12 @@ from tests.apps._clinical_data import (
     checksums,
     copy_study,
     subject_dirs,
-    trained_classifier,
     trained_segmenter,
 )
 from tests.data.dicom_factory import write_slice
 
 CLS = bundle_dir("classification_2d")
 SEG = bundle_dir("segmentation_2d")
-
-
-@pytest.fixture(scope="module")
-def cls_root(tmp_path_factory):
-    return trained_classifier(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def cls_model(cls_root):
-    return load_clinical_model(CLS, cls_root, device="cpu")
 
 
 @pytest.fixture

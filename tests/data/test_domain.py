@@ -127,7 +127,7 @@ def test_tolerances_come_from_the_record(record, tmp_path):
 def test_screen_inputs_refuses_allows_and_warns(record, preprocessing, tmp_path, caplog):
     good = {"image": _nifti(tmp_path / "g.nii.gz", np.random.default_rng(8).normal(100, 60, (12, 12, 10)))}
     bad = {"image": _nifti(tmp_path / "b.nii.gz", np.random.default_rng(9).normal(5000, 900, (12, 12, 10)))}
-    with pytest.raises(OutOfDistributionError, match=r"1 of 2 case\(s\).*\n  case B: raw intensities"):
+    with pytest.raises(OutOfDistributionError, match=r"1 of 2 cases.*\n  case B: raw intensities"):
         screen_inputs(record, [good, bad], preprocessing, names=["A", "B"], what="case")
     found = screen_inputs(record, [good, bad], preprocessing, allow_out_of_distribution=True)
     assert found[0] == [] and found[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import highdicom as hd
@@ -149,3 +150,40 @@ def test_dicom_series_prediction_writes_nifti_and_a_matching_seg(dicom_case, tmp
         k = k_of[sop]
         np.testing.assert_allclose(ipp, case.image_position_patient(k), atol=1e-3)
         np.testing.assert_array_equal(pixels, mask[:, :, k].T)
+
+
+def test_evaluation_marks_out_of_distribution_cases_per_case(tmp_path):
+    """With allow_out_of_distribution, each case's report record and per_case.csv row carry the mark and reasons."""
+    from medmonai.data.domain import OutOfDistributionError, training_domain_record
+
+    image, ref, _ = _oblique_ball(tmp_path)
+    pre = build_segmentation_preprocessing(PLAN)
+    record = training_domain_record([{"image": str(image)}], pre, spatial_dims=3)
+    src = nib.load(image)
+    other = tmp_path / "other_scale.nii.gz"  # the same image in another intensity scale: z-scored, it looks the same
+    nib.save(nib.Nifti1Image(np.asarray(src.dataobj) * 40.0 + 3000.0, src.affine), other)
+    entries = [
+        {"image": str(image), "mask": str(ref), "case_id": "same"},
+        {"image": str(other), "mask": str(ref), "case_id": "other"},
+    ]
+    args = (Threshold(), pre, entries)
+    with pytest.raises(OutOfDistributionError, match="other"):
+        evaluate_segmentation(*args, tmp_path / "e1", ["bg", "ball"], [16, 16, 16], training_domain=record)
+    assert not (tmp_path / "e1").exists()
+    report = evaluate_segmentation(
+        *args, tmp_path / "e2", ["bg", "ball"], [16, 16, 16], training_domain=record, allow_out_of_distribution=True
+    )
+    assert [c["out_of_distribution"] for c in report["cases"]] == [False, True]
+    assert report["cases"][0]["out_of_distribution_reasons"] == []
+    assert any("raw intensities" in r for r in report["cases"][1]["out_of_distribution_reasons"])
+    rows = {r["case_id"]: r for r in csv.DictReader(open(tmp_path / "e2" / "per_case.csv"))}
+    assert rows["same"]["out_of_distribution"] == "false" and rows["same"]["out_of_distribution_reasons"] == ""
+    assert (
+        rows["other"]["out_of_distribution"] == "true"
+        and "raw intensities" in rows["other"]["out_of_distribution_reasons"]
+    )
+    assert float(rows["other"]["dice_ball"]) > 0.8  # still evaluated
+    # without a record nothing is checked: the column is empty, not "false"
+    unchecked = evaluate_segmentation(*args, tmp_path / "e3", ["bg", "ball"], [16, 16, 16])
+    assert unchecked["cases"][1]["out_of_distribution"] is None
+    assert {r["out_of_distribution"] for r in csv.DictReader(open(tmp_path / "e3" / "per_case.csv"))} == {""}

@@ -20,26 +20,16 @@ import pytest
 from monai.bundle import run
 from PIL import Image
 
-from medmonai.apps.clinical import infer_dicom, load_clinical_model, read_classification_sr, watch_folder
+from medmonai.apps.clinical import infer_dicom, read_classification_sr, watch_folder
 from medmonai.cli.main import main
 from medmonai.data.datalist import load_datalist
 from medmonai.data.domain import RECORD_FILE, OutOfDistributionError, check_input_domain
 from medmonai.engines.evaluation import evaluate_classifier
 from medmonai.engines.inference import predict_to_files
-from tests.apps._clinical_data import CLS_PHANTOM, bundle_dir, trained_classifier
+from tests.apps._clinical_data import CLS_PHANTOM, bundle_dir
 from tests.reliability._domain_data import case_pixels, other_scale, phantom_datalist, write_study
 
 CLS = bundle_dir("classification_2d")
-
-
-@pytest.fixture(scope="module")
-def cls_root(tmp_path_factory):
-    return trained_classifier(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def cls_model(cls_root):
-    return load_clinical_model(CLS, cls_root, device="cpu")
 
 
 @pytest.fixture

@@ -15,25 +15,15 @@ from types import SimpleNamespace
 import pydicom
 import pytest
 
-from medmonai.apps.clinical import load_clinical_model, read_classification_sr, watch_folder
+from medmonai.apps.clinical import read_classification_sr, watch_folder
 from medmonai.apps.pacs import PacsClient
 from medmonai.cli.main import main
 from medmonai.utils import safe_output_path
-from tests.apps._clinical_data import bundle_dir, trained_classifier
+from tests.apps._clinical_data import bundle_dir
 from tests.reliability._domain_data import case_pixels, write_study
 
 CLS = bundle_dir("classification_2d")
 RELATIVE = "../../../tmp/x"
-
-
-@pytest.fixture(scope="module")
-def cls_root(tmp_path_factory):
-    return trained_classifier(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def cls_model(cls_root):
-    return load_clinical_model(CLS, cls_root, device="cpu")
 
 
 def _absolute(tmp_path: Path) -> str:
