@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from medmonai.apps.clinical import load_clinical_model
@@ -33,3 +35,25 @@ def cls_root(tmp_path_factory):
 def cls_model(cls_root):
     """The clinical model of :func:`cls_root` (loaded once per test module)."""
     return load_clinical_model(bundle_dir("classification_2d"), cls_root, device="cpu")
+
+
+_REPO = Path(__file__).resolve().parents[1]
+#: where a bundle run with the default bundle_root ('.' = the working directory) would write inside the checkout
+_SOURCE_TREE_OUTPUTS = ("data", "runs", "bundles/*/data", "bundles/*/runs")
+
+
+def _source_tree_outputs() -> set[Path]:
+    return {p for pattern in _SOURCE_TREE_OUTPUTS for p in _REPO.glob(pattern)}
+
+
+def pytest_sessionstart(session):
+    session.config._outputs_before = _source_tree_outputs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test wrote run outputs or generated data into the source tree."""
+    new = sorted(_source_tree_outputs() - getattr(session.config, "_outputs_before", set()))
+    if new:
+        names = ", ".join(str(p.relative_to(_REPO)) for p in new)
+        print(f"\nERROR: the tests wrote into the source tree: {names} (give the run a bundle_root under tmp_path)")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -106,6 +106,7 @@ def test_segmentation_2d_export_matches_checkpoint_in_sliding_window_inference(t
     parser = _parser("segmentation_2d", root, **overrides)
     plan = parser.get_parsed_content("plan")  # the documented overrides: the plan's patch size and spacing
     export_args = {"roi_size": plan["spatial_size"], "network_spacing": plan["target_spacing"], "base_filters": 4}
+    export_args["in_channels"] = 1  # like num_classes: given, not planned from data in the cwd
     exported = _export("segmentation_2d", tmp_path / "model.ts", ckpt, num_classes=2, **export_args)
     net = _checkpoint_net(parser, ckpt)
     entry = parser.get_parsed_content("val_entries")[0]

@@ -117,6 +117,7 @@ def test_3d_verify_net_and_torchscript_export(trained_3d, tmp_path):
         "meta_file": str(cfg / "metadata.json"),
         "config_file": str(cfg / "train.yaml"),
         "num_classes": 2,
+        "in_channels": 1,  # like num_classes: given, not planned from data in the cwd
         "network_spacing": plan["target_spacing"],
         "base_filters": 4,
     }
