@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-quick lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q
+
+# the inner loop: everything but the tests marked slow (multi-process, several training runs), a few minutes
+test-quick: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache *.egg-info

@@ -23,14 +23,12 @@ import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from medmonai.networks.classifier import Classifier
+from medmonai.networks.pretrained import adapt_input_conv
 
 __all__ = [
     "LITE0_STAGES",
@@ -45,7 +43,6 @@ __all__ = [
     "load_lite0_imagenet_state_dict",
     "adapt_input_conv",
     "efficientnet_lite0",
-    "efficientnet_lite0_imagenet",
     "lite_preprocess",
 ]
 
@@ -240,22 +237,6 @@ def load_lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
-def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt a pretrained first-convolution weight ``(out, c_src, *k)`` to ``in_channels`` input channels.
-
-    Rule: every new input channel gets ``sum(weight over the source channels) / in_channels``. For
-    ``in_channels=1`` this is the plain sum of the RGB filters, so a gray image gives exactly the response the
-    RGB network gives to that image replicated on 3 channels; for any ``in_channels`` the same holds for a gray image
-    replicated on all channels (the output scale is preserved). Returns ``weight`` unchanged if the count matches.
-    """
-    if weight.shape[1] == in_channels:
-        return weight
-    if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    summed = weight.sum(dim=1, keepdim=True)
-    return (summed / in_channels).repeat(1, in_channels, *([1] * (weight.ndim - 2))).contiguous()
-
-
 def efficientnet_lite0(
     in_channels: int = 3, pretrained: bool = False, drop_connect_rate: float = 0.2
 ) -> EfficientNetLite:
@@ -267,21 +248,6 @@ def efficientnet_lite0(
         state["_conv_stem.weight"] = adapt_input_conv(state["_conv_stem.weight"], in_channels)
         net.load_state_dict(state, strict=True)
     return net
-
-
-def efficientnet_lite0_imagenet(in_channels: int = 3, dropout: float = 0.2) -> Classifier:
-    """The complete ImageNet classifier (1000-class head kept) as a :class:`~medmonai.networks.classifier.Classifier`.
-
-    Feed it images scaled to [-1, 1] (:func:`lite_preprocess`); ``model.eval()`` before predicting.
-    """
-    from medmonai.networks.factory import build_network
-
-    model = build_network(
-        "efficientnet_lite0", in_channels=in_channels, num_classes=1000, dropout=dropout, pretrained="imagenet"
-    )
-    state = load_lite0_imagenet_state_dict()
-    model.head.fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]}, strict=True)
-    return model
 
 
 def lite_preprocess(x: torch.Tensor, max_value: float = 255.0, size: int | Sequence[int] | None = None) -> torch.Tensor:

@@ -40,6 +40,8 @@ from typing import Any
 from torch import nn
 
 from medmonai.networks.classifier import Classifier
+from medmonai.networks.efficientnet_lite import SamePadding, efficientnet_lite0, load_lite0_imagenet_state_dict
+from medmonai.networks.pretrained import load_pretrained
 from medmonai.networks.small_cnn import SmallCNN
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "build_network",
     "canonical_name",
     "auto_input_affine",
+    "efficientnet_lite0_imagenet",
 ]
 
 #: Input range the built-in ImageNet weights expect (EfficientNet-Lite: ``(x / 255 - 0.5) / 0.5``).
@@ -128,8 +131,6 @@ def _dynamic_same_padding(net: nn.Module) -> None:
     ~33 px. They are replaced by TF "SAME" padding computed at run time: identical at the nominal size, valid at
     any size. Padders have no parameters, so state dict keys are unchanged.
     """
-    from medmonai.networks.efficientnet_lite import SamePadding
-
     for module in net.modules():
         for attr, _child in list(module.named_children()):
             conv = getattr(module, attr[: -len("_padding")], None) if attr.endswith("_padding") else None
@@ -158,8 +159,6 @@ def _efficientnet(model_name: str) -> Callable[..., _Built]:
 
 
 def _lite0(spatial_dims: int, in_channels: int, pretrained_imagenet: bool, **kwargs: Any) -> _Built:
-    from medmonai.networks.efficientnet_lite import efficientnet_lite0
-
     net = efficientnet_lite0(in_channels=in_channels, pretrained=pretrained_imagenet, **kwargs)
     names, stages = net.stage_modules()
     return net, net.feature_dim, names, stages, net.feature_block()
@@ -256,7 +255,7 @@ def build_network(
         spatial_dims: 2 or 3 (EfficientNet-Lite0 is 2D only).
         in_channels: input channels. With ImageNet weights and ``in_channels != 3`` the first convolution is
             adapted (sum of the RGB filters divided by ``in_channels``; see
-            :func:`~medmonai.networks.efficientnet_lite.adapt_input_conv`).
+            :func:`~medmonai.networks.pretrained.adapt_input_conv`).
         num_classes: number of output logits.
         dropout: dropout probability before the final linear layer.
         pretrained: ``None`` (random init), ``"imagenet"`` (``efficientnet_lite0`` only) or the path of a local
@@ -334,8 +333,19 @@ def build_network(
         model.pretrained_source = "imagenet"
         logger.info("%s: ImageNet weights loaded (in_channels=%d)", key, in_channels)
     elif source is not None:
-        from medmonai.networks.pretrained import load_pretrained
-
         load_pretrained(model, source, strict=strict_pretrained)
         model.pretrained_source = source
+    return model
+
+
+def efficientnet_lite0_imagenet(in_channels: int = 3, dropout: float = 0.2) -> Classifier:
+    """The complete ImageNet classifier (1000-class head kept) as a :class:`~medmonai.networks.classifier.Classifier`.
+
+    Feed it images scaled to [-1, 1] (:func:`lite_preprocess`); ``model.eval()`` before predicting.
+    """
+    model = build_network(
+        "efficientnet_lite0", in_channels=in_channels, num_classes=1000, dropout=dropout, pretrained="imagenet"
+    )
+    state = load_lite0_imagenet_state_dict()
+    model.head.fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]}, strict=True)
     return model

@@ -33,6 +33,7 @@ __all__ = [
     "read_checkpoint",
     "extract_state_dict",
     "load_pretrained",
+    "adapt_input_conv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class LoadReport:
         source: checkpoint path (or ``"<state dict>"``).
         loaded: model keys that received checkpoint tensors.
         adapted: ``(model key, checkpoint shape, model shape)`` of first-convolution weights adapted to another
-            number of input channels (:func:`~medmonai.networks.efficientnet_lite.adapt_input_conv` rule).
+            number of input channels (:func:`adapt_input_conv` rule).
         shape_mismatched: ``(model key, checkpoint shape, model shape)`` of name-matched tensors not loaded.
         missing: model keys absent from the checkpoint (left as initialised).
         unexpected: checkpoint keys (as stored, after ``module.`` stripping) that match no model key.
@@ -291,8 +292,6 @@ def load_pretrained(
             and v.shape[0] == want.shape[0]
             and v.shape[2:] == want.shape[2:]
         ):
-            from medmonai.networks.efficientnet_lite import adapt_input_conv
-
             to_load[t] = adapt_input_conv(v, want.shape[1])
             report.loaded.append(t)
             report.adapted.append((t, tuple(v.shape), tuple(want.shape)))
@@ -313,3 +312,19 @@ def load_pretrained(
     if hasattr(model, "load_report"):
         model.load_report = report
     return report
+
+
+def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a pretrained first-convolution weight ``(out, c_src, *k)`` to ``in_channels`` input channels.
+
+    Rule: every new input channel gets ``sum(weight over the source channels) / in_channels``. For
+    ``in_channels=1`` this is the plain sum of the RGB filters, so a gray image gives exactly the response the
+    RGB network gives to that image replicated on 3 channels; for any ``in_channels`` the same holds for a gray image
+    replicated on all channels (the output scale is preserved). Returns ``weight`` unchanged if the count matches.
+    """
+    if weight.shape[1] == in_channels:
+        return weight
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    summed = weight.sum(dim=1, keepdim=True)
+    return (summed / in_channels).repeat(1, in_channels, *([1] * (weight.ndim - 2))).contiguous()

@@ -102,6 +102,7 @@ def test_other_settings_in_the_same_folder_are_refused(phantoms, kfold_run):
         run_crossval(BUNDLE, bundle_root=root, n_folds=4, overrides={"datalist": phantoms, **FAST}, n_boot=50)
 
 
+@pytest.mark.slow
 def test_loso_with_deep_features_leaves_each_subject_out_once(phantoms, tmp_path):
     report = run_crossval(
         BUNDLE, bundle_root=tmp_path, scheme="loso", classifier="logreg_l2",
@@ -125,6 +126,7 @@ def test_cli_loo_refuses_multi_image_subjects(phantoms, tmp_path, capsys):
     assert "loso" in err and "sub-" in err
 
 
+@pytest.mark.slow
 def test_one_fold_through_monai_bundle_run(phantoms, tmp_path):
     cfg = BUNDLE / "configs"
     cmd = [
@@ -140,6 +142,7 @@ def test_one_fold_through_monai_bundle_run(phantoms, tmp_path):
     assert len(read_json(cv_dir / "splits.json")["folds"]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["repeated_kfold", "groupkfold", "holdout"])
 def test_other_schemes_through_the_cli(phantoms, tmp_path, scheme):
     rc = main(["-q", "cv", str(BUNDLE), "--bundle-root", str(tmp_path), "--scheme", scheme, "--folds", "3",
@@ -155,6 +158,7 @@ def test_other_schemes_through_the_cli(phantoms, tmp_path, scheme):
         assert report["oof"]["n"] == len(splits["case_ids"])
 
 
+@pytest.mark.slow
 def test_every_scheme_runs_on_breastmnist_through_the_cli(shared_data, tmp_path):
     """All schemes on real data (a stratified 40-image BreastMNIST subsample, deep-features path to stay fast)."""
     from medmonai.data.builders import datalist_from_medmnist

@@ -13,6 +13,8 @@ from medmonai.data.synthetic import SyntheticDataError
 from medmonai.engines.crossval import fold_dir, fold_done
 from medmonai.utils import read_json
 
+pytestmark = pytest.mark.slow  # the whole module: a GAN and a training run per fold
+
 BUNDLE = bundles_dir() / "classification_2d"
 FAST = {"max_epochs": 1, "spatial_size": [32, 32], "batch_size": 16}
 # a tiny GAN: this checks the wiring and the no-leak rule, not image quality

@@ -3,11 +3,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from medmonai.apps.baseline import downsample_features, grouped_cv_baseline
 from medmonai.apps.demo import run_demo
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     summary = run_demo(tmp_path / "demo", spatial_dims=3, seed=0, quick=True)
     out = tmp_path / "demo"

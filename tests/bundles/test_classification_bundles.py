@@ -113,6 +113,7 @@ def test_2d_verify_net_and_torchscript_export_match_checkpoint(trained_2d, tmp_p
         np.testing.assert_allclose(torch.jit.load(str(scripted))(x).numpy(), net(x).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_3d_bundle_trains_and_evaluates(tmp_path):
     _run("classification_3d", tmp_path, max_epochs=1, batch_size=4, spatial_size=[24, 24, 24])
     _run("classification_3d", tmp_path, "evaluate", batch_size=4, spatial_size=[24, 24, 24], n_boot=100)
@@ -120,6 +121,7 @@ def test_3d_bundle_trains_and_evaluates(tmp_path):
     assert report["n"] > 0 and "auc" in report["metrics"]
 
 
+@pytest.mark.slow
 def test_bundle_cli_entry_point(tmp_path):
     """The documented command line works (a separate process, the real `python -m monai.bundle run`)."""
     cfg = REPO / "bundles" / "classification_2d" / "configs"

@@ -27,6 +27,8 @@ from monai.bundle import ConfigParser
 
 from tests._tensorboard import tensorboard_tags
 
+pytestmark = pytest.mark.slow  # the whole module: multi-process runs
+
 REPO = Path(__file__).resolve().parents[2]
 TRAINING_BUNDLES = ["classification_2d", "classification_3d", "segmentation_2d", "segmentation_3d", "gan_augmentation"]
 TINY = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0}

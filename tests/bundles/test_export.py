@@ -18,6 +18,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, run
 
+pytestmark = pytest.mark.slow  # the whole module: several training runs
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0}
 TINY_SEG_2D = {"n_subjects": 12, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0, "fov_mm": 40.0}

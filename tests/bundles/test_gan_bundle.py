@@ -75,6 +75,7 @@ def test_resume_continues_from_the_last_epoch(trained, tmp_path):
     assert state["trainer"]["iteration"] == 4  # 2 iterations resumed + 2 new, not 4 new
 
 
+@pytest.mark.slow
 def test_generate_through_the_bundle_command_line(trained):
     """``python -m monai.bundle run`` with train.yaml + generate.yaml (a separate process, the documented command)."""
     configs = json.dumps([str(CFG / "train.yaml"), str(CFG / "generate.yaml")])
@@ -102,6 +103,7 @@ def test_3d_volumes_train_and_generate(tmp_path):
     assert check_entries(entries, ["benign", "malignant"]) == []
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_breastmnist_trains_and_generates(shared_data, tmp_path):
     from medmonai.data.builders import datalist_from_medmnist

@@ -110,6 +110,7 @@ def test_3d_inference_gives_nifti_in_input_geometry_and_dicom_seg(trained_3d):
     assert nii.shape == src.shape and np.array_equal(nii.affine, src.affine)
 
 
+@pytest.mark.slow
 def test_3d_verify_net_and_torchscript_export(trained_3d, tmp_path):
     cfg = _cfg("segmentation_3d")
     plan = json.loads((trained_3d / "runs" / "fingerprint.json").read_text())["plan"]
@@ -166,6 +167,7 @@ def test_3d_crossval_runner_trains_every_fold_and_aggregates_dice(trained_3d, tm
                      classifier="logreg_l2")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_2d_bundle_cli_train_then_evaluate_and_inference(tmp_path):
     """`python -m monai.bundle run` in a separate process, then evaluation and inference on the PNG test split."""
     cfg = _cfg("segmentation_2d")
@@ -189,6 +191,7 @@ def test_2d_bundle_cli_train_then_evaluate_and_inference(tmp_path):
         assert nib.load(rec["nifti"]).shape == (w, h)
 
 
+@pytest.mark.slow
 def test_3d_bundle_on_msd_hippocampus(shared_data, tmp_path):
     """The benchmark's smoke mode: MSD cases through the 3D bundle (train, then evaluate in original geometry)."""
     require(shared_data / "msd_hippocampus" / "dataset.json")

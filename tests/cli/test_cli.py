@@ -5,12 +5,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from medmonai import __version__
 from medmonai.cli.main import main
 from medmonai.data.datalist import load_datalist, load_datalist_file
 from tests.conftest import require
 
 
+@pytest.mark.slow
 def test_console_entry_point_version():
     out = subprocess.run([sys.executable, "-m", "medmonai", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"medmonai {__version__}"
@@ -91,6 +94,7 @@ def test_cli_on_breastmnist(shared_data, tmp_path):
     assert fp["plan"]["normalization"]["preset"] == "scale255"
 
 
+@pytest.mark.slow
 def test_cli_on_msd_hippocampus(shared_data, tmp_path):
     root = require(shared_data / "msd_hippocampus")
     dl = tmp_path / "hippo.json"

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from monai.data import PydicomReader
 from monai.transforms import LoadImage, LoadImaged
 from pydicom.uid import generate_uid
@@ -363,7 +364,6 @@ def test_recursive_scan_and_missing_folder(tmp_path):
 
 def test_compressed_file_decoded_through_simpleitk(tmp_path):
     """JPEG Lossless has no pydicom decoder here: SimpleITK (GDCM) decodes it, with the file's rescale."""
-    sitk = pytest.importorskip("SimpleITK")
     stored = np.arange(20 * 30, dtype=np.int16).reshape(20, 30)
     f = str(tmp_path / "jpeg.dcm")
     w = sitk.ImageFileWriter()
@@ -416,7 +416,6 @@ def test_real_mr_brain_matches_headers_and_pydicom_reader():
 @pytest.mark.shared_data
 @needs_mr_brain
 def test_real_mr_brain_matches_simpleitk():
-    sitk = pytest.importorskip("SimpleITK")
     folder = MR_BRAIN / "Study3" / "11-T1post-18670"  # file names are not in slice order
     r = sitk.ImageSeriesReader()
     r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder)))

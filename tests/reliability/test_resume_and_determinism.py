@@ -122,6 +122,7 @@ def _kill_after_first_checkpoint(root: Path, phantoms: str, rng: random.Random) 
         log.close()
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_point_then_rerun_ends_like_an_uninterrupted_run(reference, phantoms, tmp_path):
     seed = int(os.environ.get("MEDMONAI_KILL_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)

@@ -125,6 +125,7 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_a_held_lock_makes_a_second_training_fail_before_writing_anything(finished, phantoms, tmp_path):
     root = _copy(finished, tmp_path / "run")
     runs = root / "runs"
@@ -139,6 +140,7 @@ def test_a_held_lock_makes_a_second_training_fail_before_writing_anything(finish
         holder.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_no_stale_lock(tmp_path):
     from medmonai.handlers.checkpoint import lock_output_dir, release_output_dir
 
