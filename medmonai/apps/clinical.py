@@ -141,6 +141,8 @@ class ClinicalModel:
         domain: the training-domain record (:mod:`medmonai.data.domain`) inputs are checked against; None for a
             model trained before records were written (inputs not checked, with a warning).
         domain_file: where the record was read from (or looked for).
+        runtime: ``torch``, or ``onnx`` for a network run by ONNX Runtime (:mod:`medmonai.deploy.onnx`).
+        parser: the bundle's config parser (for the ONNX export's sample inputs and planned shapes).
     """
 
     task: str
@@ -159,6 +161,8 @@ class ClinicalModel:
     decision_rule: dict[str, Any] | None = None
     domain: dict[str, Any] | None = None
     domain_file: str | None = None
+    runtime: str = "torch"
+    parser: Any = field(default=None, repr=False, compare=False)
 
     def info(self) -> dict[str, Any]:
         """JSON-safe description for the result files."""
@@ -169,6 +173,7 @@ class ClinicalModel:
             "network": self.network_name,
             "weights": self.weights,
             "spatial_dims": self.spatial_dims,
+            "runtime": self.runtime,
         }
 
 
@@ -218,6 +223,8 @@ def load_clinical_model(
     device: str | torch.device | None = None,
     model_output: str = "auto",
     threshold: float | None = None,
+    runtime: str = "torch",
+    onnx_model: PathLike | None = None,
 ) -> ClinicalModel:
     """Load a trained classification or segmentation bundle for inference.
 
@@ -239,6 +246,10 @@ def load_clinical_model(
         threshold: binary classification: decision threshold on the second class's probability; default: the
             one chosen on out-of-fold predictions (``cv_report.json`` beside a fold ensemble), else the one of
             the run's evaluation report (chosen on validation data), else 0.5.
+        runtime: ``torch`` (default) or ``onnx``: the forward pass runs in ONNX Runtime on the CPU
+            (:func:`medmonai.deploy.onnx.use_onnx_runtime`; needs the ``onnx`` extra).
+        onnx_model: ``runtime="onnx"``: the exported ``.onnx`` file of this checkpoint (``medmonai export``);
+            default: exported on the fly into a temporary folder, checked against the checkpoint.
 
     Returns:
         The :class:`ClinicalModel`.
@@ -343,7 +354,7 @@ def load_clinical_model(
             "overlap": float(parser.get_parsed_content("infer_overlap")),
             "tta_flip_axes": [int(a) for a in parser.get_parsed_content("tta_flip_axes")],
         }
-    return ClinicalModel(
+    clinical = ClinicalModel(
         task=task,
         name=str(meta.get("name") or Path(bundle).resolve().name),
         version=str(meta.get("version", "0")),
@@ -360,7 +371,17 @@ def load_clinical_model(
         decision_rule=decision_rule,
         domain=domain,
         domain_file=domain_file,
+        parser=parser,
     )
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    if runtime == "onnx":
+        from medmonai.deploy.onnx import use_onnx_runtime
+
+        clinical = use_onnx_runtime(clinical, onnx_model)
+    elif onnx_model is not None:
+        raise ValueError(f"{onnx_model}: an ONNX model needs runtime 'onnx' (--runtime onnx)")
+    return clinical
 
 
 def _find_domain_record(model_path: Path | None, parser: Any) -> tuple[dict[str, Any] | None, str]:
@@ -1164,10 +1185,11 @@ def watch_pacs(
 
     Args:
         model: from :func:`load_clinical_model`.
-        client: a :class:`medmonai.apps.pacs.PacsClient` (retrieval by C-MOVE when it has a ``move_port``).
+        client: a :class:`medmonai.apps.pacs.PacsClient` (retrieval by C-MOVE when it has a ``move_port``), or a
+            :class:`medmonai.deploy.dicomweb.DicomWebClient` (QIDO-RS, WADO-RS, results stored with STOW-RS).
         out_dir: output root.
         state_file: JSON state (default ``out_dir/watch_state.json``).
-        store_results: C-STORE the SR/SEG objects back.
+        store_results: store the SR/SEG objects back (C-STORE, or STOW-RS for DICOMweb).
         stable_polls: polls with an unchanged instance count before a study is processed.
         interval_s: seconds between polls.
         once: one poll, then return.

@@ -49,6 +49,7 @@ __all__ = [
     "OrthancRest",
     "OrthancServer",
     "find_orthanc",
+    "find_dicomweb_plugin",
     "free_port",
     "parse_node",
 ]
@@ -556,6 +557,15 @@ def find_orthanc() -> str | None:
     return "/usr/sbin/Orthanc" if os.access("/usr/sbin/Orthanc", os.X_OK) else None
 
 
+#: where the Debian/Ubuntu package ``orthanc-dicomweb`` puts Orthanc's DICOMweb plugin
+DICOMWEB_PLUGIN_PATHS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so")
+
+
+def find_dicomweb_plugin() -> str | None:
+    """Path of Orthanc's DICOMweb plugin (Debian/Ubuntu package ``orthanc-dicomweb``), or None."""
+    return next((p for p in DICOMWEB_PLUGIN_PATHS if os.path.isfile(p)), None)
+
+
 def free_port() -> int:
     """A TCP port free on loopback now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -564,7 +574,9 @@ def free_port() -> int:
 
 
 class OrthancServer:
-    """A throw-away Orthanc on loopback: temporary storage, free ports, no plugins, only our AE title may connect.
+    """A throw-away Orthanc on loopback: temporary storage, free ports, only our AE title may connect.
+
+    No plugins, except the DICOMweb plugin with ``dicomweb=True`` (``DicomWeb.Root`` ``/dicom-web/``, on the HTTP port).
 
     The configuration (``orthanc.json`` in ``workdir``) sets ``StorageDirectory`` / ``IndexDirectory`` under
     ``workdir``, ``RemoteAccessAllowed: false`` (HTTP from loopback only), ``AuthenticationEnabled: false``,
@@ -584,6 +596,8 @@ class OrthancServer:
         client_aet: the AE title allowed to connect (ours).
         client_port: the port of our own SCP (C-MOVE destination), default: a free port.
         startup_timeout: seconds to wait for the server to answer.
+        dicomweb: load the DICOMweb plugin (:func:`find_dicomweb_plugin`; a path may be given instead of True),
+            served under :attr:`dicomweb_url` (``{url}/dicom-web``).
     """
 
     def __init__(
@@ -594,8 +608,12 @@ class OrthancServer:
         client_aet: str = "MEDMONAI",
         client_port: int | None = None,
         startup_timeout: float = 60.0,
+        dicomweb: bool | str = False,
     ) -> None:
         self.workdir = Path(workdir)
+        self.dicomweb_plugin = (dicomweb if isinstance(dicomweb, str) else find_dicomweb_plugin()) if dicomweb else None
+        if dicomweb and not self.dicomweb_plugin:
+            raise FileNotFoundError("Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
         self.executable = executable or find_orthanc()
         if not self.executable:
             raise FileNotFoundError("Orthanc is not installed (Debian/Ubuntu: apt-get install orthanc)")
@@ -612,6 +630,11 @@ class OrthancServer:
     def url(self) -> str:
         """Base URL of the REST API."""
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """Base URL of the DICOMweb services (QIDO-RS, WADO-RS, STOW-RS) when the plugin is loaded."""
+        return f"{self.url}/dicom-web"
 
     @property
     def node(self) -> DicomNode:
@@ -651,7 +674,8 @@ class OrthancServer:
                     "AllowStore": True,
                 }
             },
-            "Plugins": [],
+            "Plugins": [self.dicomweb_plugin] if self.dicomweb_plugin else [],
+            "DicomWeb": {"Enable": bool(self.dicomweb_plugin), "Root": "/dicom-web/", "EnableWado": False},
             "SaveJobs": False,
             "HttpCompressionEnabled": False,
             "DeidentifyLogs": True,

@@ -159,7 +159,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from medmonai.apps.demo import run_demo
 
     run_demo(args.out, spatial_dims=args.dims, seed=args.seed, quick=args.quick, progress=not args.quiet)
+    if args.mlflow_uri:
+        params = {"spatial_dims": args.dims, "seed": args.seed, "quick": args.quick}
+        _log_to_mlflow(Path(args.out) / "summary.json", args.mlflow_uri, args.mlflow_experiment or "demo", params)
     return 0
+
+
+def _log_to_mlflow(report: Path, uri: str, experiment: str, params: dict[str, object]) -> None:
+    """``--mlflow-uri``: the finished report and the files beside it as one MLflow run (docs/tracking.md)."""
+    from medmonai.handlers.mlflow import log_report
+
+    run_id = log_report(report, uri, experiment, params=params)
+    print(f"MLflow: run {run_id} in experiment {experiment!r} of {uri}")
 
 
 # ---------------------------------------------------------------------------------------------------- compare
@@ -190,6 +201,12 @@ def _cmd_cv(args: argparse.Namespace) -> int:
         synthetic_ratio=args.synthetic_ratio, gan_bundle=args.gan_bundle, gan_overrides=gan_overrides,
         feature_gan=args.feature_gan, feature_gan_ratio=args.feature_gan_ratio,
     )  # fmt: skip
+    if args.mlflow_uri:
+        params = {k: v for k, v in vars(args).items() if k not in ("func", "set", "gan_set", "mlflow_uri")}
+        experiment = args.mlflow_experiment or f"cv_{Path(args.bundle).resolve().name}"
+        cv_dir = Path(str(overrides.get("cv_dir", Path(args.bundle_root) / "runs" / "cv")))  # crossval.yaml's cv_dir
+        report = cv_dir / "cv_report.json"
+        _log_to_mlflow(report, args.mlflow_uri, experiment, {**params, "overrides": overrides})
     return 0
 
 
@@ -315,8 +332,25 @@ def _load_clinical(args: argparse.Namespace):  # noqa: ANN202 - a ClinicalModel
 
     return load_clinical_model(
         args.bundle, bundle_root=args.bundle_root, model=args.model, overrides=_clinical_overrides(args.set),
-        device=args.device, threshold=args.threshold,
+        device=args.device, threshold=args.threshold, runtime=getattr(args, "runtime", "torch"),
+        onnx_model=getattr(args, "onnx_model", None),
     )  # fmt: skip
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from medmonai.deploy.onnx import export_onnx
+
+    rep = export_onnx(
+        args.bundle, args.bundle_root, args.out, model=args.model, overrides=_clinical_overrides(args.set),
+        fmt=args.format, n_samples=args.n_samples, opset=args.opset, atol=args.atol, rtol=args.rtol,
+    )  # fmt: skip
+    chk = rep["check"]
+    print(
+        f"wrote {args.out} ({args.format}), checked against {rep['model']['weights']} on {chk['inputs']['n']} "
+        f"{chk['inputs']['source'].split(' ')[0]} input(s): max |diff| {chk['max_abs_diff']:.3g} "
+        f"(atol {chk['atol']:g}, rtol {chk['rtol']:g}); report {args.out}.json"
+    )
+    return 0
 
 
 def _infer_kwargs(args: argparse.Namespace) -> dict[str, object]:
@@ -328,6 +362,15 @@ def _infer_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "nifti": not args.no_nifti,
         "allow_out_of_distribution": args.allow_out_of_distribution,
     }
+
+
+def _client(args: argparse.Namespace, target: str, move_port: int | None = None):  # noqa: ANN202
+    """A DIMSE PacsClient for ``AET@HOST:PORT``, a DICOMweb client for an ``http(s)://`` URL."""
+    from medmonai.deploy.dicomweb import make_client
+
+    return make_client(
+        target, calling_aet=args.calling_aet, move_port=move_port, username=args.dicomweb_user, ca_bundle=args.ca_bundle
+    )
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
@@ -342,9 +385,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         print(f"{r['SeriesInstanceUID']}: {what}{ood}")
     print(f"wrote {len(result['results'])} result(s), results.json and results.csv to {args.out}")
     if args.send_to:
-        from medmonai.apps.pacs import PacsClient
-
-        stored = PacsClient.from_node(args.send_to, calling_aet=args.calling_aet).store(result_files(result, args.out))
+        stored = _client(args, args.send_to).store(result_files(result, args.out))  # C-STORE, or STOW-RS for a URL
         print(f"stored {len(stored)} result object(s) in {args.send_to}")
     return 0
 
@@ -352,15 +393,15 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from medmonai.apps.clinical import watch_folder, watch_pacs
 
+    if args.dicomweb and not args.dicomweb.lower().startswith(("http://", "https://")):
+        raise ValueError(f"--dicomweb expects an http(s):// URL, got {args.dicomweb!r}")
     model = _load_clinical(args)
     common = {"state_file": args.state, "interval_s": args.interval, "once": args.once, **_infer_kwargs(args)}
     common["retry_failed"] = args.retry_failed
     if args.folder:
         summary = watch_folder(model, args.folder, args.out, min_age_s=args.min_age, **common)
     else:
-        from medmonai.apps.pacs import PacsClient
-
-        client = PacsClient.from_node(args.pacs, calling_aet=args.calling_aet, move_port=args.move_port)
+        client = _client(args, args.pacs or args.dicomweb, move_port=args.move_port)  # DIMSE or DICOMweb
         query = {k: str(v) for k, v in _clinical_overrides(args.query).items()}
         summary = watch_pacs(
             model, client, args.out, store_results=not args.no_store, stable_polls=args.stable_polls, query=query,
@@ -371,12 +412,15 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_pacs(args: argparse.Namespace) -> int:
-    from medmonai.apps.pacs import PacsClient
+    from medmonai.deploy.dicomweb import DicomWebClient
 
-    client = PacsClient.from_node(args.node, calling_aet=args.calling_aet, move_port=args.move_port)
+    client = _client(args, args.node, move_port=args.move_port)
+    web = isinstance(client, DicomWebClient)
+    if args.action == "move" and web:
+        raise ValueError(f"medmonai pacs move: C-MOVE is DIMSE only; use 'get' (WADO-RS) with {args.node}")
     if args.action == "echo":
         client.echo()
-        print(f"{args.node}: C-ECHO ok")
+        print(f"{args.node}: {'QIDO-RS' if web else 'C-ECHO'} ok")
     elif args.action == "store":
         from medmonai.data.dicom import is_dicom_file, list_folder_files
 
@@ -393,8 +437,18 @@ def _cmd_pacs(args: argparse.Namespace) -> int:
             raise ValueError(f"medmonai pacs {args.action}: --study-uid is required")
         retrieve = client.move_study if args.action == "move" else client.get_study
         files = retrieve(args.study_uid, args.out, series_uids=args.series_uid or None)
-        print(f"retrieved {len(files)} instance(s) into {args.out} ({'C-MOVE' if args.action == 'move' else 'C-GET'})")
+        how = "WADO-RS" if web else "C-MOVE" if args.action == "move" else "C-GET"
+        print(f"retrieved {len(files)} instance(s) into {args.out} ({how})")
     return 0
+
+
+def _mlflow_options(p: argparse.ArgumentParser, what: str, experiment: str) -> None:
+    p.add_argument(
+        "--mlflow-uri", default=None, metavar="URI",
+        help=f"log the settings, the metrics and {what} to MLflow, e.g. sqlite:////abs/path/mlruns.db "
+        "(pip install 'medmonai[mlflow]'; docs/tracking.md)",
+    )  # fmt: skip
+    p.add_argument("--mlflow-experiment", default=None, help=f"MLflow experiment name (default: {experiment})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -489,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--dims", type=int, choices=(2, 3), default=3)
     de.add_argument("--seed", type=int, default=0)
     de.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
+    _mlflow_options(de, "summary.json and the plots", "demo")
     de.set_defaults(func=_cmd_demo)
 
     cv = sub.add_parser(
@@ -532,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --classifier: add synthetic feature vectors from a feature GAN trained per fold",
     )  # fmt: skip
     cv.add_argument("--feature-gan-ratio", type=float, default=1.0, help="the ratio of --feature-gan")
+    _mlflow_options(cv, "cv_report.json and the files beside it", "cv_<bundle folder name>")
     cv.set_defaults(func=_cmd_cv)
 
     ap = sub.add_parser("augment-preview", help="PNG grid of an augmentation preset applied to a datalist's images")
@@ -575,6 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--out", default=None, help="write the full result as JSON to this file")
     co.set_defaults(func=_cmd_compare)
 
+    def dicomweb_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--dicomweb-user", default=None,
+            help="DICOMweb basic authentication user (password in $MEDMONAI_DICOMWEB_PASSWORD; without a user, a "
+            "bearer token in $MEDMONAI_DICOMWEB_TOKEN is sent when set)",
+        )  # fmt: skip
+        sp.add_argument("--ca-bundle", default=None, help="DICOMweb over https: CA certificate file")
+
     def clinical_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
         sp.add_argument("--out", required=True, help="output folder")
@@ -601,11 +665,24 @@ def build_parser() -> argparse.ArgumentParser:
             "distribution in the SR and the result tables",
         )  # fmt: skip
         sp.add_argument("--calling-aet", default="MEDMONAI", help="our AE title towards the PACS")
+        sp.add_argument(
+            "--runtime", default="torch", choices=("torch", "onnx"),
+            help="forward pass in PyTorch or in ONNX Runtime (CPU; the onnx extra) (default: %(default)s)",
+        )  # fmt: skip
+        sp.add_argument(
+            "--onnx-model", default=None,
+            help="--runtime onnx: the model exported by `medmonai export` (default: exported on the fly into a "
+            "temporary folder, checked against the checkpoint)",
+        )  # fmt: skip
+        dicomweb_args(sp)
 
     inf = sub.add_parser("infer", help="run a trained bundle on a DICOM study folder: DICOM SR / SEG + results.json")
     clinical_args(inf)
     inf.add_argument("input", help="DICOM study folder (searched recursively)")
-    inf.add_argument("--send-to", default=None, metavar="AET@HOST:PORT", help="C-STORE the SR/SEG results there")
+    inf.add_argument(
+        "--send-to", default=None, metavar="AET@HOST:PORT|URL",
+        help="store the SR/SEG results there: C-STORE to a DICOM node, STOW-RS to a DICOMweb URL",
+    )  # fmt: skip
     inf.set_defaults(func=_cmd_infer)
 
     wa = sub.add_parser("watch", help="process each new study of a folder or a PACS once (state file)")
@@ -613,6 +690,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = wa.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", default=None, help="inbox folder: one study per sub-folder")
     src.add_argument("--pacs", default=None, metavar="AET@HOST:PORT", help="PACS to poll (C-FIND, C-GET/C-MOVE)")
+    src.add_argument(
+        "--dicomweb", default=None, metavar="URL",
+        help="DICOMweb service to poll (QIDO-RS, WADO-RS; results stored with STOW-RS), e.g. "
+        "http://127.0.0.1:8042/dicom-web",
+    )  # fmt: skip
     wa.add_argument(
         "--move-port", type=int, default=None, help="PACS: retrieve by C-MOVE to our storage SCP on this port"
     )
@@ -626,18 +708,40 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--retry-failed", action="store_true", help="process failed studies again")
     wa.set_defaults(func=_cmd_watch)
 
-    pa = sub.add_parser("pacs", help="DICOM network: echo, store, find, get, move (pynetdicom)")
+    pa = sub.add_parser(
+        "pacs", help="DICOM network: echo, store, find, get, move (DIMSE with pynetdicom, or DICOMweb for a URL)"
+    )
     pa.add_argument("action", choices=("echo", "store", "find", "get", "move"))
-    pa.add_argument("node", metavar="AET@HOST:PORT", help="the PACS, e.g. ORTHANC@127.0.0.1:4242")
+    pa.add_argument(
+        "node", metavar="AET@HOST:PORT|URL",
+        help="the PACS, e.g. ORTHANC@127.0.0.1:4242 (DIMSE), or a DICOMweb URL, e.g. http://127.0.0.1:8042/dicom-web "
+        "(QIDO-RS find, WADO-RS get, STOW-RS store)",
+    )  # fmt: skip
     pa.add_argument("paths", nargs="*", help="store: files or folders")
     pa.add_argument("--study-uid", default=None, help="find: list this study's series; get/move: the study")
     pa.add_argument("--series-uid", action="append", default=None, help="get/move: only these series")
     pa.add_argument("--out", default="retrieved", help="get/move: output folder")
     pa.add_argument("--calling-aet", default="MEDMONAI", help="our AE title")
+    dicomweb_args(pa)
     pa.add_argument(
         "--move-port", type=int, default=None, help="move: our storage SCP's port, as registered at the PACS"
     )
     pa.set_defaults(func=_cmd_pacs)
+
+    ex = sub.add_parser(
+        "export", help="export a trained bundle's network to ONNX (or TorchScript), checked against the checkpoint"
+    )
+    ex.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
+    ex.add_argument("--bundle-root", default=".", help="the bundle_root the bundle was trained with (runs/)")
+    ex.add_argument("--out", required=True, help="output file, e.g. model.onnx (report beside it: OUT.json)")
+    ex.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="default: %(default)s")
+    ex.add_argument("--model", default=None, help="checkpoint .pt (default: runs/checkpoints/model.pt)")
+    ex.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override used in training")
+    ex.add_argument("--n-samples", type=int, default=3, help="validation inputs of the check (default: %(default)s)")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
+    ex.add_argument("--atol", type=float, default=1e-4, help="check: absolute tolerance (default: %(default)s)")
+    ex.add_argument("--rtol", type=float, default=1e-3, help="check: relative tolerance (default: %(default)s)")
+    ex.set_defaults(func=_cmd_export)
     return p
 
 
@@ -645,7 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medmonai`` console script.
 
     Library errors about bad input (files, datalists, DICOM series) are printed as one clear message and exit
-    with status 2 instead of a traceback; ``-v`` shows the traceback.
+    with status 2 instead of a traceback, and so is a missing optional extra (the message names the ``pip install``);
+    ``-v`` shows the traceback.
     """
     from medmonai.data.datalist import DatalistError
 
@@ -654,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (DatalistError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (DatalistError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:  # ImportError: an extra
         if args.verbose:
             raise
         print(f"medmonai {args.command}: error: {_root_cause(e)}", file=sys.stderr)

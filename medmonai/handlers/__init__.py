@@ -2,14 +2,16 @@
 
 Checkpoints are written atomically and resume exactly (docs/reliability.md); every run records its provenance.
 TensorBoard extras: input images, learning rates, segmentation overlays; plus a training time budget and the
-helpers of distributed (torchrun) training.
+helpers of distributed (torchrun) training, and MLflow tracking (``mlflow``, docs/tracking.md; MLflow itself is
+optional: ``pip install 'medmonai[mlflow]'``).
 """
 
 from __future__ import annotations
 
-from medmonai.handlers import checkpoint, distributed, provenance, segmentation, tensorboard, time_budget
+from medmonai.handlers import checkpoint, distributed, mlflow, provenance, segmentation, tensorboard, time_budget
 from medmonai.handlers.checkpoint import EarlyStopOnValidation, RestoreBestWeights, ResumableCheckpoint
 from medmonai.handlers.distributed import AverageGradients, BroadcastTerminate
+from medmonai.handlers.mlflow import MLflowTrainingHandler
 from medmonai.handlers.provenance import ProvenanceHandler
 from medmonai.handlers.segmentation import TensorBoardSegmentationOverlay
 from medmonai.handlers.tensorboard import TensorBoardInputImages, TensorBoardLearningRate
@@ -19,6 +21,7 @@ __all__ = [
     "AverageGradients",
     "BroadcastTerminate",
     "EarlyStopOnValidation",
+    "MLflowTrainingHandler",
     "RestoreBestWeights",
     "ProvenanceHandler",
     "ResumableCheckpoint",
@@ -28,6 +31,7 @@ __all__ = [
     "TimeBudget",
     "checkpoint",
     "distributed",
+    "mlflow",
     "provenance",
     "segmentation",
     "tensorboard",

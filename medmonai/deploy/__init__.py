@@ -1,0 +1,1 @@
+"""Hospital-side deployment: DICOMweb client, ONNX Runtime inference (optional dependencies, imported on use)."""
