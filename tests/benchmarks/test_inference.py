@@ -6,10 +6,12 @@ import json
 
 import onnxruntime  # noqa: F401 - the onnx extra (in dev): a broken install fails here
 import onnxscript  # noqa: F401
+import pytest
 
 from benchmarks.inference import BUNDLES, RUNTIMES, main
 
 
+@pytest.mark.slow
 def test_quick_benchmark_times_every_bundle_and_runtime(tmp_path, capsys):
     out = tmp_path / "inference.json"
     assert main(["--quick", "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0

@@ -69,6 +69,7 @@ def test_segmentation_2d_export_matches_checkpoint(tmp_path_factory, tmp_path):
     assert report["input_shape"][1:] == [1, *report["segmentation"]["roi_size"]]  # the plan's patch
 
 
+@pytest.mark.slow
 def test_3d_bundles_export_matches_checkpoint(tmp_path):
     cls3d, seg3d = tmp_path / "cls3d", tmp_path / "seg3d"
     _run("classification_3d", cls3d, max_epochs=1, batch_size=4, phantom=TINY, spatial_size=[24, 24, 24])
@@ -98,6 +99,7 @@ def test_export_cli_onnx_and_torchscript(cls_root, tmp_path, capsys):
         np.testing.assert_allclose(torch.jit.load(str(tmp_path / "m.ts"))(x).numpy(), model.network(x).numpy())
 
 
+@pytest.mark.slow
 def test_infer_runtime_onnx_gives_the_same_results_as_torch(cls_root, tmp_path):
     study = copy_study(subject_dirs(cls_root)[0], tmp_path / "study")
     onnx_file = tmp_path / "model.onnx"

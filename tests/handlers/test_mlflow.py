@@ -130,6 +130,7 @@ def test_segmentation_2d_logs_dice_per_epoch_and_plan(tmp_path):
     assert ev.data.metrics["dice.lesion"] == pytest.approx(report["summary"]["dice"]["lesion"]["mean"])
 
 
+@pytest.mark.slow
 def test_default_store_is_in_the_output_folder_and_absent_without_tracking(tmp_path):
     tracked, plain = tmp_path / "tracked", tmp_path / "plain"
     common = {"phantom": TINY_CLS, "max_epochs": 1, "batch_size": 8, "spatial_size": [32, 32]}
@@ -258,6 +259,7 @@ def test_missing_mlflow_names_the_extra(monkeypatch):
         MLflowTrainingHandler(tracking_uri="sqlite:///x.db")
 
 
+@pytest.mark.slow
 @needs_gloo
 def test_torchrun_logs_one_run_from_rank_0(tmp_path):
     db = tmp_path / "mlruns.db"
