@@ -69,6 +69,7 @@ __all__ = [
     "write_training_domain",
     "screen_inputs",
     "screen_for_report",
+    "out_of_distribution_columns",
     "entries_key",
     "SCALE_INVARIANT_PRESETS",
 ]
@@ -625,4 +626,29 @@ def screen_for_report(
         "allow_out_of_distribution": bool(allow_out_of_distribution),
         "n_out_of_distribution": len(bad),
         "out_of_distribution": bad,
+    }
+
+
+def out_of_distribution_columns(input_check: Mapping[str, Any], n_cases: int) -> dict[str, list[str]]:
+    """The per-case columns of an input check (:func:`screen_for_report`) for a per-case table.
+
+    Args:
+        input_check: the result of :func:`screen_for_report` over ``n_cases`` entries.
+        n_cases: the number of screened entries (rows of the table, in entry order).
+
+    Returns:
+        ``{"out_of_distribution": ["true" | "false" | "" ...], "out_of_distribution_reasons": [...]}``: empty flags
+        when the inputs were not checked (no training-domain record), reasons ``"; "``-joined.
+
+    Raises:
+        ValueError: when the check names a case outside ``0 .. n_cases - 1`` (it was made over other entries).
+    """
+    reasons = {int(c["index"]): list(c["reasons"]) for c in input_check.get("out_of_distribution", [])}
+    if any(not 0 <= i < n_cases for i in reasons):
+        raise ValueError(f"the input check names case(s) {sorted(reasons)} outside the {n_cases} cases evaluated")
+    checked = bool(input_check.get("checked"))
+    flags = [("true" if i in reasons else "false") if checked else "" for i in range(n_cases)]
+    return {
+        "out_of_distribution": flags,
+        "out_of_distribution_reasons": ["; ".join(reasons.get(i, [])) for i in range(n_cases)],
     }

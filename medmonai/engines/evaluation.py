@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medmonai.utils import PathLike, atomic_write_text
+from medmonai.data.domain import out_of_distribution_columns, screen_for_report
+from medmonai.utils import PathLike
 
-__all__ = ["load_weights", "predict_probabilities", "evaluate_classifier", "mark_out_of_distribution"]
+__all__ = ["load_weights", "predict_probabilities", "evaluate_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def evaluate_classifier(
     (``report.json``, ``predictions.csv``, ``roc.png``, ``confusion_matrix.png`` in ``out_dir``) holds every metric
     with a bootstrap 95 % confidence interval, the majority-class rate (with a warning when the accuracy is below it),
     plus the validation metrics. ``predictions.csv`` ends with the columns ``out_of_distribution`` and
-    ``out_of_distribution_reasons`` per case (:func:`mark_out_of_distribution`).
+    ``out_of_distribution_reasons`` per case (:func:`~medmonai.data.domain.out_of_distribution_columns`).
 
     Args:
         network: the classifier.
@@ -164,7 +163,6 @@ def evaluate_classifier(
     Returns:
         The report dict.
     """
-    from medmonai.data.domain import screen_for_report
     from medmonai.metrics.report import write_classification_report
     from medmonai.metrics.threshold import choose_threshold
 
@@ -196,46 +194,9 @@ def evaluate_classifier(
         raise ValueError("test entries have no labels: use the inference config for unlabelled data")
     report = write_classification_report(
         out_dir, yt, pt if not binary else pt[:, 1], case_ids=ids, classes=list(classes), threshold=thr,
-        n_boot=n_boot, seed=seed, extra=info,
+        n_boot=n_boot, seed=seed, extra=info, extra_columns=out_of_distribution_columns(info["input_check"], len(test)),
     )  # fmt: skip
-    mark_out_of_distribution(Path(out_dir) / "predictions.csv", info["input_check"], len(test))
     return report
-
-
-def mark_out_of_distribution(csv_path: PathLike, input_check: Mapping[str, Any], n_cases: int) -> Path:
-    """Append the per-case training-domain marks to a per-case table (rows in the order of the screened entries).
-
-    Adds the columns ``out_of_distribution`` (``true`` / ``false``; empty when the inputs were not checked, i.e. no
-    training-domain record) and ``out_of_distribution_reasons`` (the reasons, ``"; "``-joined), rewriting the file
-    atomically.
-
-    Args:
-        csv_path: the table (``predictions.csv`` of an evaluation, ``per_case.csv`` of a segmentation evaluation):
-            a header and one row per screened entry, in entry order.
-        input_check: the input check of :func:`medmonai.data.domain.screen_for_report` (``checked``,
-            ``out_of_distribution``: ``[{"index", "reasons"}, ...]``).
-        n_cases: the number of screened entries.
-
-    Returns:
-        The path.
-
-    Raises:
-        ValueError: when the table does not have one row per entry (the marks could not be matched to the cases).
-    """
-    path = Path(csv_path)
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    if len(rows) != n_cases + 1:
-        raise ValueError(f"{path}: {len(rows) - 1} rows for {n_cases} cases; cannot mark the out-of-distribution cases")
-    reasons = {int(c["index"]): list(c["reasons"]) for c in input_check.get("out_of_distribution", [])}
-    checked = bool(input_check.get("checked"))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*rows[0], "out_of_distribution", "out_of_distribution_reasons"])
-    for i, row in enumerate(rows[1:]):
-        flag = ("true" if i in reasons else "false") if checked else ""
-        w.writerow([*row, flag, "; ".join(reasons.get(i, []))])
-    return atomic_write_text(path, buf.getvalue())
 
 
 def _multiclass_rule(

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmonai.engines.evaluation import mark_out_of_distribution
 from medmonai.utils import PathLike, atomic_write, atomic_write_json, safe_output_path
 
 __all__ = [
@@ -462,7 +461,7 @@ def evaluate_segmentation(
         entries: datalist entries with ``image`` and ``mask_key`` (or ``label`` holding the mask path).
         eval_dir: where ``report.json`` and ``per_case.csv`` go (and ``predictions/`` with ``save_predictions``);
             every case (its ``report.json`` record and its ``per_case.csv`` row) carries ``out_of_distribution`` and
-            ``out_of_distribution_reasons`` (:func:`medmonai.engines.evaluation.mark_out_of_distribution`).
+            ``out_of_distribution_reasons`` (columns of ``per_case.csv`` too).
         class_names: class names (index 0 = background).
         roi_size: sliding-window size.
         checkpoint: weights file.
@@ -539,7 +538,6 @@ def evaluate_segmentation(
     report = segmentation_report(
         cases, class_names, extra={"checkpoint": str(checkpoint), "input_check": check, **dict(extra or {})}
     )
-    files = write_segmentation_report(report, out)
-    mark_out_of_distribution(files["csv"], check, len(cases))
+    write_segmentation_report(report, out)
     logger.info("test-set segmentation metrics:\n" + format_summary(report))
     return report

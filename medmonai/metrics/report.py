@@ -68,15 +68,26 @@ def predictions_csv_text(
     prob: np.ndarray,
     pred: np.ndarray,
     classes: Sequence[str],
+    extra_columns: Mapping[str, Sequence[Any]] | None = None,
 ) -> str:
-    """The per-case predictions table as CSV text (see the module docstring for the columns)."""
+    """The per-case predictions table as CSV text (see the module docstring for the columns).
+
+    ``extra_columns`` (name -> one value per case) are appended, e.g. the out-of-distribution marks of
+    :func:`medmonai.data.domain.out_of_distribution_columns`.
+    """
+    extra = dict(extra_columns or {})
+    for name, values in extra.items():
+        if len(values) != len(case_ids):
+            raise ValueError(f"column {name!r} has {len(values)} values for {len(case_ids)} cases")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
         ["case_id", "true_index", "true_label", *(f"prob_{c}" for c in classes), "pred_index", "pred_label", "correct"]
+        + list(extra)
     )
-    for cid, t, p, q in zip(case_ids, y_true.tolist(), prob.tolist(), pred.tolist()):
-        w.writerow([cid, t, classes[t], *(repr(float(v)) for v in p), q, classes[q], int(t == q)])
+    for i, (cid, t, p, q) in enumerate(zip(case_ids, y_true.tolist(), prob.tolist(), pred.tolist())):
+        row = [cid, t, classes[t], *(repr(float(v)) for v in p), q, classes[q], int(t == q)]
+        w.writerow(row + [values[i] for values in extra.values()])
     return buf.getvalue()
 
 
@@ -263,6 +274,7 @@ def write_classification_report(
     seed: int = 0,
     stratified: bool = True,
     extra: Mapping[str, Any] | None = None,
+    extra_columns: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate predictions and write ``predictions.csv``, ``roc.png``, ``confusion_matrix.png``, ``report.json``.
 
@@ -284,6 +296,7 @@ def write_classification_report(
         seed: bootstrap seed.
         stratified: stratify the bootstrap by class.
         extra: JSON-serialisable information stored under ``"extra"`` (model, checkpoint, data set, run id...).
+        extra_columns: more per-case columns of ``predictions.csv`` (name -> one value per case).
 
     Returns:
         The report dict (as written to ``report.json``): ``task``, ``classes``, ``positive_class``, ``n``,
@@ -393,7 +406,8 @@ def write_classification_report(
 
     pred = predict_labels(inp.prob, thr, inp.positive_class)
     atomic_write_text(
-        out_dir / REPORT_FILES["predictions"], predictions_csv_text(ids, inp.y_true, inp.prob, pred, inp.classes)
+        out_dir / REPORT_FILES["predictions"],
+        predictions_csv_text(ids, inp.y_true, inp.prob, pred, inp.classes, extra_columns),
     )
     op = None
     if inp.binary and point["sensitivity"] is not None and point["specificity"] is not None:

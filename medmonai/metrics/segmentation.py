@@ -200,6 +200,9 @@ def _csv_text(report: Mapping[str, Any]) -> str:
     names = [n for n in report["classes"][1:]]
     metrics = [m for m in ("dice", "hd95", "volume_pred", "volume_ref") if any(m in c for c in report["cases"])]
     fields = ["case_id"] + [f"{m}_{n}" for m in metrics for n in names]
+    marked = any("out_of_distribution" in c for c in report["cases"])  # the input check's per-case marks
+    if marked:
+        fields += ["out_of_distribution", "out_of_distribution_reasons"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
@@ -209,6 +212,10 @@ def _csv_text(report: Mapping[str, Any]) -> str:
             for n in names:
                 v = c.get(m, {}).get(n)
                 row[f"{m}_{n}"] = "" if v is None else f"{v:.6g}"
+        if marked:
+            flag = c.get("out_of_distribution")
+            row["out_of_distribution"] = "" if flag is None else str(bool(flag)).lower()
+            row["out_of_distribution_reasons"] = "; ".join(c.get("out_of_distribution_reasons") or [])
         w.writerow(row)
     return buf.getvalue()
 

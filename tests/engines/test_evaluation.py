@@ -8,8 +8,8 @@ import pytest
 
 from medmonai.apps.clinical import load_clinical_model
 from medmonai.data.datalist import load_datalist
-from medmonai.data.domain import RECORD_FILE
-from medmonai.engines.evaluation import evaluate_classifier, mark_out_of_distribution
+from medmonai.data.domain import RECORD_FILE, out_of_distribution_columns
+from medmonai.engines.evaluation import evaluate_classifier
 from tests.apps._clinical_data import bundle_dir
 from tests.reliability._domain_data import case_pixels, other_scale, phantom_datalist, write_study
 
@@ -36,15 +36,13 @@ def test_predictions_csv_marks_each_out_of_distribution_case(cls_root, tmp_path)
     assert {r["out_of_distribution"] for r in csv.DictReader(open(tmp_path / "u" / "predictions.csv"))} == {""}
 
 
-def test_mark_out_of_distribution_refuses_a_table_that_does_not_fit(tmp_path):
-    table = tmp_path / "t.csv"
-    table.write_text("case_id,x\na,1\nb,2\n")
+def test_out_of_distribution_columns_refuse_a_check_over_other_cases():
     check = {"checked": True, "out_of_distribution": [{"index": 1, "reasons": ["r1", "r2"]}]}
-    with pytest.raises(ValueError, match="t.csv: 2 rows for 3 cases"):
-        mark_out_of_distribution(table, check, 3)
-    mark_out_of_distribution(table, check, 2)
-    rows = list(csv.DictReader(open(table)))
-    assert [(r["out_of_distribution"], r["out_of_distribution_reasons"]) for r in rows] == [
+    with pytest.raises(ValueError, match="outside the 1 cases"):
+        out_of_distribution_columns(check, 1)
+    cols = out_of_distribution_columns(check, 2)
+    assert list(zip(cols["out_of_distribution"], cols["out_of_distribution_reasons"])) == [
         ("false", ""),
         ("true", "r1; r2"),
     ]
+    assert out_of_distribution_columns({"checked": False}, 2)["out_of_distribution"] == ["", ""]
