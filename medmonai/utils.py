@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 __all__ = [
     "atomic_write",
@@ -88,8 +93,6 @@ def to_cpu(obj: Any) -> Any:
     dict's ``_metadata`` (the module versions ``load_state_dict`` migrates by) is kept, which
     ``ignite.utils.convert_tensor`` would drop.
     """
-    import torch
-
     memo: dict[int, Any] = {}
 
     def conv(o: Any) -> Any:
@@ -122,8 +125,6 @@ def atomic_torch_save(obj: Any, path: PathLike, durable: bool = True, cpu: bool 
     on the CPU (:func:`to_cpu`), so a checkpoint written on a GPU loads on a machine without one with a plain
     ``torch.load(path, weights_only=True)``, no ``map_location`` needed.
     """
-    import torch
-
     obj = to_cpu(obj) if cpu else obj
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), durable=durable)
 
@@ -192,8 +193,6 @@ def read_json(
 
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy/torch scalars and arrays, tuples and paths into JSON-serialisable Python objects."""
-    import numpy as np
-
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -263,9 +262,6 @@ def safe_output_path(folder: PathLike, name: Any, suffix: str = "", what: str = 
     Raises:
         ValueError: for an empty value, or one whose path would not stay inside ``folder``, naming the value.
     """
-    import hashlib
-    import re
-
     raw = "" if name is None else str(name)
     safe = re.sub(r"[^0-9A-Za-z._-]", "_", raw.strip())
     safe = re.sub(r"\.{2,}", "_", safe).lstrip("._")[:128]

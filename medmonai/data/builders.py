@@ -26,9 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import nibabel as nib
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from medmonai.data.datalist import DatalistError, Problem, make_datalist
+from medmonai.data.dicom import DicomError, is_error, list_folder_files, scan_dicom_folder
 from medmonai.utils import PathLike, atomic_write, read_json
 
 __all__ = [
@@ -252,8 +256,6 @@ def _stem(path: Path) -> str:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
     if image.dtype == np.uint8:
         pil = Image.fromarray(image, mode="RGB" if image.ndim == 3 else "L")
     elif image.dtype == np.uint16 and image.ndim == 2:
@@ -264,8 +266,6 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _write_nifti(path: Path, volume: np.ndarray) -> None:
-    import nibabel as nib
-
     img = nib.Nifti1Image(volume, np.eye(4))
     atomic_write(path, lambda tmp: nib.save(img, tmp), suffix="".join(path.suffixes[-2:]))
 
@@ -351,8 +351,6 @@ def datalist_from_medmnist(
     total = sum(len(a[0]) for a in arrays.values())
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total, desc=f"writing {name} images", unit="img")
     splits: dict[str, list[dict[str, Any]]] = {}
     ext = ".nii.gz" if kind == "3d" else ".png"
@@ -721,8 +719,6 @@ def datalist_from_dicom_folder(
         medmonai.data.dicom.DicomError: for DICOM problems with ``on_error="raise"``, or when no series is found.
         DatalistError: for CSV problems, or a series without a label row with ``on_error="raise"``.
     """
-    from medmonai.data.dicom import DicomError, is_error, list_folder_files, scan_dicom_folder
-
     folder = Path(folder)
     series, problems = scan_dicom_folder(folder, recursive=True, on_error=on_error, progress=progress)
     csv_resolved = Path(labels_csv).resolve() if labels_csv is not None else None

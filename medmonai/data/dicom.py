@@ -33,8 +33,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pydicom
+import SimpleITK as sitk
 from monai.data import ImageReader
 from monai.data.utils import affine_to_spacing
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
+from tqdm.auto import tqdm
 
 from medmonai.data.datalist import Problem, path_problem
 from medmonai.utils import PathLike
@@ -272,9 +277,6 @@ def _pixel_data_problem(ds: Any, file_size: int) -> str | None:
 
 def _read_header(path: str) -> tuple[_Header | None, tuple[str, bool] | None]:
     """Read and check one file's header. Returns (header, None) or (None, (reason, is_error))."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     p = Path(path)
     kind = path_problem(p)  # before opening: a FIFO would block, a device never end
     if kind is not None and not kind.startswith("file is empty"):
@@ -380,6 +382,41 @@ def _lps_affine(iop: np.ndarray, ps: np.ndarray, slice_step: np.ndarray, origin:
     return lps
 
 
+def _series_info(
+    uid: str,
+    first: _Header,
+    files: list[str],
+    ps: np.ndarray,
+    iop: np.ndarray,
+    positions: Sequence[np.ndarray],
+    lps: np.ndarray,
+    slice_spacing: float,
+    folder: str,
+    has_geometry: bool,
+) -> SeriesInfo:
+    """The :class:`SeriesInfo` of a validated series of ``len(files)`` slices (``first``: its first header)."""
+    return SeriesInfo(
+        series_uid=uid,
+        study_uid=first.study_uid,
+        patient_id=first.patient_id,
+        modality=first.modality,
+        files=files,
+        n_slices=len(files),
+        rows=first.rows,
+        cols=first.cols,
+        pixel_spacing=(float(ps[0]), float(ps[1])),
+        slice_spacing=float(slice_spacing),
+        orientation=tuple(float(v) for v in iop),
+        positions=[tuple(float(v) for v in p) for p in positions],
+        spatial_shape=(first.cols, first.rows, len(files)),
+        affine=_LPS_TO_RAS @ lps,
+        folder=folder,
+        samples_per_pixel=first.samples,
+        series_description=first.description,
+        has_geometry=has_geometry,
+    )
+
+
 def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
     """Validate the headers of one series, sort the slices and compute the geometry; DicomError on problems."""
     first = headers[0]
@@ -394,26 +431,7 @@ def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
         ipp = h.position if h.position is not None else np.zeros(3)
         thickness = h.thickness or 1.0
         lps = _lps_affine(iop, ps, np.cross(iop[:3], iop[3:]) * thickness, ipp)
-        return SeriesInfo(
-            series_uid=uid,
-            study_uid=h.study_uid,
-            patient_id=h.patient_id,
-            modality=h.modality,
-            files=files,
-            n_slices=1,
-            rows=h.rows,
-            cols=h.cols,
-            pixel_spacing=(float(ps[0]), float(ps[1])),
-            slice_spacing=float(thickness),
-            orientation=tuple(float(v) for v in iop),
-            positions=[tuple(float(v) for v in ipp)],
-            spatial_shape=(h.cols, h.rows, 1),
-            affine=_LPS_TO_RAS @ lps,
-            folder=str(Path(h.path).parent),
-            samples_per_pixel=h.samples,
-            series_description=h.description,
-            has_geometry=has_geometry,
-        )
+        return _series_info(uid, h, files, ps, iop, [ipp], lps, thickness, str(Path(h.path).parent), has_geometry)
 
     # essential geometry of a multi-slice series
     for tag, attr in (
@@ -511,26 +529,8 @@ def _build_series(uid: str, headers: list[_Header]) -> SeriesInfo:
     lps = _lps_affine(iop, ps, (pos[-1] - pos[0]) / (n - 1), pos[0])
     folders = {str(Path(f).parent) for f in files}
     folder = folders.pop() if len(folders) == 1 else os.path.commonpath(files)
-    return SeriesInfo(
-        series_uid=uid,
-        study_uid=first.study_uid,
-        patient_id=first.patient_id,
-        modality=first.modality,
-        files=files,
-        n_slices=n,
-        rows=first.rows,
-        cols=first.cols,
-        pixel_spacing=(float(ps[0]), float(ps[1])),
-        slice_spacing=float(np.linalg.norm(lps[:3, 2])),
-        orientation=tuple(float(v) for v in iop),
-        positions=[tuple(float(v) for v in h.position) for h in headers],
-        spatial_shape=(first.cols, first.rows, n),
-        affine=_LPS_TO_RAS @ lps,
-        folder=folder,
-        samples_per_pixel=first.samples,
-        series_description=first.description,
-        has_geometry=True,
-    )
+    positions = [h.position for h in headers]
+    return _series_info(uid, first, files, ps, iop, positions, lps, np.linalg.norm(lps[:3, 2]), folder, True)
 
 
 def list_folder_files(folder: Path, recursive: bool) -> list[Path]:
@@ -573,8 +573,6 @@ def scan_dicom_files(
     groups: dict[str, list[_Header]] = {}
     iterator: Any = [str(f) for f in files]
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(iterator, desc="reading DICOM headers", unit="file")
     for path in iterator:
         try:
@@ -673,9 +671,6 @@ def _decode_slice(path: str, samples: int) -> np.ndarray:
     decoder for (JPEG, JPEG 2000, ... without pylibjpeg/gdcm) are decoded by SimpleITK (GDCM), which applies
     the file's own RescaleSlope/Intercept.
     """
-    import pydicom
-    from pydicom.pixels import apply_modality_lut
-
     try:
         ds = pydicom.dcmread(path)
     except Exception as e:  # noqa: BLE001
@@ -687,8 +682,6 @@ def _decode_slice(path: str, samples: int) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as e_pydicom:  # noqa: BLE001 - no pydicom decoder: try GDCM through SimpleITK
         try:
-            import SimpleITK as sitk
-
             img = sitk.ReadImage(path, sitk.sitkVectorFloat32 if samples > 1 else sitk.sitkFloat32)
             arr = sitk.GetArrayFromImage(img)
         except Exception as e_sitk:  # noqa: BLE001
@@ -716,8 +709,6 @@ def padding_metadata(path: str) -> dict[str, float]:
     The tags are stored values (before RescaleSlope/RescaleIntercept); the returned ones are comparable with the
     decoded pixels. Empty dict when the file has no padding value (or cannot be read).
     """
-    import pydicom
-
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - the pixels were decoded already; padding is optional metadata

@@ -53,7 +53,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monai.transforms import Compose
 
+from medmonai.data.fingerprint import image_fingerprint
+from medmonai.data.reader import load_image_transforms
 from medmonai.utils import PathLike, atomic_write_json, read_json
 
 __all__ = [
@@ -182,10 +185,6 @@ def _channel_record(per_image: Sequence[list[np.ndarray]]) -> list[dict[str, Any
 
 
 def _loader(image_key: str) -> Callable:
-    from monai.transforms import Compose
-
-    from medmonai.transforms.io import load_image_transforms
-
     return Compose(load_image_transforms(image_key))
 
 
@@ -218,8 +217,6 @@ def input_statistics(
         ``{"name", "spatial_dims", "channels", "spacing", "shape", "modality", "modality_source", "raw": [per
         channel samples], "preprocessed": [per channel samples] or None, "preprocessed_channels"}``.
     """
-    from medmonai.data.fingerprint import image_fingerprint
-
     e = dict(entry) if isinstance(entry, Mapping) else {image_key: entry}
     image = e[image_key]
     rng = np.random.default_rng(seed)

@@ -61,9 +61,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
 from scipy.special import erf, expit
+from tqdm.auto import tqdm
 
+from medmonai.data.datalist import make_datalist, write_datalist
 from medmonai.utils import PathLike, atomic_write, atomic_write_json
 
 __all__ = [
@@ -651,8 +658,6 @@ def _plan_subjects(config: PhantomConfig) -> list[_Subject]:
 
 
 def _uid(config_fp: str, seed: int, *parts: Any) -> str:
-    from pydicom.uid import generate_uid
-
     return str(generate_uid(entropy_srcs=["medmonai-phantom|" + "|".join([config_fp, str(seed), *map(str, parts)])]))
 
 
@@ -883,8 +888,6 @@ def generate_cases(config: PhantomConfig | None = None) -> Iterator[PhantomCase]
 
 def _ds(value: float) -> str:
     """A DICOM DS string (<= 16 characters) for ``value``."""
-    from pydicom.valuerep import format_number_as_ds
-
     v = float(value)
     if v == 0:
         v = 0.0  # no "-0"
@@ -903,9 +906,6 @@ def dicom_datasets(case: PhantomCase) -> list[Any]:
     Returns:
         ``pydicom.Dataset`` objects with file meta (Explicit VR Little Endian).
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
     dims = case.spatial_dims
     n_slices = case.shape[2] if dims == 3 else 1
     dtype = case.stored.dtype
@@ -1027,8 +1027,6 @@ def write_case_dicom(case: PhantomCase, out_dir: PathLike) -> tuple[Path, Path]:
 
 
 def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float, inter: float) -> Path:
-    import nibabel as nib
-
     img = nib.Nifti1Image(data, affine)
     img.header.set_data_dtype(data.dtype)
     img.header.set_xyzt_units("mm")
@@ -1078,8 +1076,6 @@ def write_case_png(case: PhantomCase, out_dir: PathLike) -> tuple[Path, Path]:
     Returns:
         (image path, mask path).
     """
-    from PIL import Image
-
     pix = png_pixels(case)
     root = Path(out_dir) / "png"
 
@@ -1118,10 +1114,6 @@ def generate_phantom_dataset(
     Raises:
         ValueError: for an unknown format or PNG with 3D data.
     """
-    from tqdm.auto import tqdm
-
-    from medmonai.data.datalist import make_datalist, write_datalist
-
     config = config or PhantomConfig()
     config.validate()
     dims = config.spatial_dims

@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from medmonai.data.content import array_sha1, shared_reader
 from medmonai.data.datalist import (
     SPLIT_KEYS,
     DatalistError,
@@ -50,6 +52,8 @@ from medmonai.data.datalist import (
     path_escape,
     write_datalist,
 )
+from medmonai.data.reader import PIL_SUFFIXES
+from medmonai.data.splits import case_id
 from medmonai.utils import PathLike, atomic_write_json, file_signature, read_json
 
 __all__ = [
@@ -140,16 +144,6 @@ def _is_nifti(names: Sequence[str]) -> bool:
     return len(names) == 1 and names[0].lower().endswith((".nii", ".nii.gz"))
 
 
-def _sha1(arr: np.ndarray) -> str:
-    """SHA-1 of a decoded array, as :func:`medmonai.data.splits.image_hash` computes it."""
-    arr = np.ascontiguousarray(arr)
-    h = hashlib.sha1()
-    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
@@ -160,8 +154,6 @@ def _alpha_check(path: str) -> tuple[str | None, str | None]:
     Transparent pixels are an error: their colour values (often black or undefined) would be learnt as image
     content; the images must be flattened onto their background (or saved without alpha) first.
     """
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             mode = im.mode
@@ -207,18 +199,6 @@ def _affine_difference(image_affine: Any, mask_affine: Any) -> str | None:
     return None
 
 
-_READER: Any = None
-
-
-def _reader() -> Any:
-    global _READER
-    if _READER is None:
-        from medmonai.transforms.io import MedicalImageReader
-
-        _READER = MedicalImageReader()
-    return _READER
-
-
 def check_image(
     path: PathLike | Sequence[PathLike], spatial_dims: int | None = None, is_mask: bool = False
 ) -> tuple[list[str], dict[str, Any]]:
@@ -236,19 +216,19 @@ def check_image(
     """
     names = _names(path)
     info: dict[str, Any] = {}
-    reader = _reader()
+    reader = shared_reader()
     try:
         arr, meta = reader.get_data(reader.read(names[0] if len(names) == 1 else names))
     except Exception as e:  # noqa: BLE001 - every reader error is a reason to report
         return [f"cannot read {'mask' if is_mask else 'image'}: {_reason(e, names)}"], info
     arr = np.asarray(arr)
     spatial = _spatial_shape(arr, meta)
-    info.update(shape=[int(s) for s in arr.shape], spatial_shape=list(spatial), sha1=_sha1(arr))
+    info.update(shape=[int(s) for s in arr.shape], spatial_shape=list(spatial), sha1=array_sha1(arr))
     affine = meta.get("affine")
     if affine is not None:
         info["affine"] = np.asarray(affine, dtype=float).tolist()
     reasons: list[str] = []
-    if len(names) == 1 and names[0].lower().endswith(_PIL_SUFFIXES):
+    if len(names) == 1 and names[0].lower().endswith(PIL_SUFFIXES):
         alpha_reason, alpha_warning = _alpha_check(names[0])
         if alpha_reason:
             reasons.append(alpha_reason)
@@ -516,8 +496,6 @@ def preflight_datalist(
         return datalist
     if on_error == "skip" and output_dir is None:
         raise ValueError("preflight 'skip' needs an output_dir for the cleaned datalist and the report")
-    from medmonai.data.splits import case_id
-
     raw = load_datalist_file(datalist)
     classes = class_names(raw)
     dims = spatial_dims if spatial_dims is not None else _dims_of(raw)

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from medmonai.data.datalist import load_datalist, load_datalist_file
+from medmonai.data.splits import train_val_entries
 from medmonai.utils import PathLike
 
 __all__ = ["mask_label_names", "segmentation_entries", "segmentation_split"]
@@ -32,8 +34,6 @@ def mask_label_names(datalist_file: PathLike, default: Sequence[str] = ("backgro
     Raises:
         ValueError: if ``mask_labels`` is not a mapping of the contiguous values ``0 .. C-1`` (C >= 2).
     """
-    from medmonai.data.datalist import load_datalist_file
-
     raw = load_datalist_file(datalist_file).get("mask_labels")
     if not raw:
         return list(default)
@@ -129,9 +129,6 @@ def segmentation_split(
     Returns:
         ``{"training": [...], "validation": [...]}`` (datalist entries).
     """
-    from medmonai.data.datalist import load_datalist
-    from medmonai.data.splits import train_val_entries
-
     train = load_datalist(datalist_file, "training")
     stratified = _int_labels(train, stratify_key) and _enough_groups(train, stratify_key, group_key, val_fraction)
     split = train_val_entries(

@@ -17,7 +17,6 @@ entry its own group). When content hashes are given, entries with identical imag
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter, defaultdict
@@ -26,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
+from medmonai.data.content import image_hash
+from medmonai.data.datalist import load_datalist, load_datalist_file
 from medmonai.utils import PathLike, atomic_write_json, file_signature, read_json
 
 __all__ = [
@@ -80,40 +82,6 @@ def case_id(entry: Mapping[str, Any]) -> str:
     if entry.get("id") is not None:
         return str(entry["id"])
     return str(entry["image"])
-
-
-_READER: Any = None
-
-
-def _reader() -> Any:
-    global _READER
-    if _READER is None:
-        from medmonai.transforms.io import MedicalImageReader
-
-        _READER = MedicalImageReader()
-    return _READER
-
-
-def image_hash(path: PathLike | Sequence[PathLike]) -> str:
-    """SHA-1 of an image's decoded voxel array (dtype, shape and bytes), not of the file.
-
-    The image is read with medmonai's reader (:class:`medmonai.transforms.io.MedicalImageReader`, stored channels
-    kept), so the same pixels saved in two files (other names, other compression, another container of the same
-    type) give the same hash.
-
-    Args:
-        path: an image file, a DICOM series folder or a list of DICOM files.
-
-    Returns:
-        The hexadecimal SHA-1.
-    """
-    reader = _reader()
-    arr, _ = reader.get_data(reader.read(path))
-    arr = np.ascontiguousarray(np.asarray(arr))
-    h = hashlib.sha1()
-    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 def _names(image: Any) -> list[str]:
@@ -257,8 +225,6 @@ def _labels(entries: Sequence[Mapping[str, Any]], label_key: str | None) -> np.n
 def _holdout_indices(
     labels: np.ndarray, groups: Sequence[str], val_fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
-    from sklearn.model_selection import StratifiedGroupKFold
-
     if not 0.0 < val_fraction <= 0.5:
         raise SplitsError(f"val_fraction must be in (0, 0.5], got {val_fraction}")
     n = len(labels)
@@ -330,8 +296,6 @@ def make_folds(
         SplitsError: for an unknown scheme, impossible settings (too few groups, a class in fewer groups than folds,
             ``loo`` with multi-entry subjects, ``groupkfold`` entries without ``group_key``).
     """
-    from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
-
     if scheme not in SCHEMES:
         raise SplitsError(f"unknown split scheme {scheme!r}; choose from {SCHEMES}")
     n = len(entries)
@@ -681,8 +645,6 @@ def _drop_conflicting(
 
 
 def _split_or_empty(datalist: PathLike, raw: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    from medmonai.data.datalist import load_datalist
-
     if isinstance(raw.get(key), list) and raw[key]:
         return load_datalist(datalist, key)
     return []
@@ -733,8 +695,6 @@ def cv_fold_entries(
         LeakageError: see ``leakage``; also when the chosen fold would leak into ``test`` (final guard).
         SplitsError: for a stale ``splits_file``, impossible settings or a fold out of range.
     """
-    from medmonai.data.datalist import load_datalist, load_datalist_file
-
     _check_mode(leakage)
     raw = load_datalist_file(datalist)
     pool = load_datalist(datalist, "training")
@@ -841,8 +801,6 @@ def train_val_entries(
     Returns:
         ``{"training": [...], "validation": [...]}``.
     """
-    from medmonai.data.datalist import load_datalist, load_datalist_file
-
     _check_mode(leakage)
     raw = load_datalist_file(datalist)
     train = load_datalist(datalist, "training")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from medmonai.data.datalist import load_datalist, load_datalist_file
 from medmonai.utils import PathLike
 
 __all__ = [
@@ -108,8 +109,6 @@ def load_synthetic(path: PathLike, classes: Sequence[str]) -> tuple[list[dict[st
     Raises:
         SyntheticDataError: the file is missing, its classes differ from ``classes``, or an entry is not flagged.
     """
-    from medmonai.data.datalist import load_datalist, load_datalist_file
-
     if not os.path.isfile(path):
         raise SyntheticDataError(
             f"{path}: synthetic datalist not found (write one with bundles/gan_augmentation/configs/generate.yaml)"

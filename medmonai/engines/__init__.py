@@ -4,7 +4,8 @@ Evaluation chooses the threshold on validation data and uses the test split once
 Segmentation inference/evaluation predict in the input's original geometry (NIfTI, DICOM SEG).
 
 Training itself uses MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` wired by the bundle configs; ``gan`` is the
-class-conditional GAN trainer (MONAI ``GanTrainer`` + DiffAugment) and the synthetic-data writer.
+class-conditional GAN trainer (MONAI ``GanTrainer`` + DiffAugment) and the synthetic-data writer; ``synthetic_audit``
+the audit of synthetic images against the real training images.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from medmonai.engines import (
     inference,
     losses,
     segmentation_inference,
+    synthetic_audit,
 )
 
 __all__ = [
@@ -31,4 +33,5 @@ __all__ = [
     "inference",
     "losses",
     "segmentation_inference",
+    "synthetic_audit",
 ]

@@ -36,7 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 from scipy.special import expit, softmax
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import get_scorer_names, roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
 from medmonai.utils import PathLike, atomic_write
 
@@ -64,8 +76,6 @@ def _logistic_regression(l1: bool, **kwargs: Any) -> Any:
 
     ``penalty`` is deprecated from scikit-learn 1.8 in favour of ``l1_ratio`` (which older versions ignore).
     """
-    from sklearn.linear_model import LogisticRegression
-
     if inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated":
         return LogisticRegression(l1_ratio=1.0 if l1 else 0.0, **kwargs)
     return LogisticRegression(penalty="l1" if l1 else "l2", **kwargs)
@@ -73,8 +83,6 @@ def _logistic_regression(l1: bool, **kwargs: Any) -> Any:
 
 def _ovr_auc_from_decision(estimator: Any, X: np.ndarray, y: np.ndarray) -> float:
     """Macro one-vs-rest ROC AUC computed on decision values (for multi-class models without probabilities)."""
-    from sklearn.metrics import roc_auc_score
-
     d = np.asarray(estimator.decision_function(X))
     classes = np.asarray(estimator.classes_)
     return float(np.mean([roc_auc_score(y == c, d[:, k]) for k, c in enumerate(classes)]))
@@ -163,12 +171,8 @@ class ClassicalClassifier:
                 random_state=self.seed,
             )
             if n_classes > 2:  # liblinear is binary only: one L1 model per class
-                from sklearn.multiclass import OneVsRestClassifier
-
                 return OneVsRestClassifier(est), "clf__estimator__C"
             return est, "clf__C"
-        from sklearn.svm import LinearSVC
-
         est = LinearSVC(
             C=1.0, max_iter=self.max_iter, tol=self.tol, class_weight=self.class_weight, random_state=self.seed
         )
@@ -184,8 +188,6 @@ class ClassicalClassifier:
     def _splits(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         if not isinstance(self.cv, int):
             return [(np.asarray(tr), np.asarray(te)) for tr, te in self.cv.split(X, y, groups)]
-        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
         counts = np.bincount(y)
         if groups is None:
             per_class = counts
@@ -222,11 +224,6 @@ class ClassicalClassifier:
             ValueError: for mismatched lengths, non-finite features, fewer than two classes, too few samples or
                 subjects per class for two folds, or an inner CV whose every score is undefined.
         """
-        from sklearn.model_selection import GridSearchCV
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
-        from threadpoolctl import threadpool_limits
-
         X = self._check_X(X, fitted=False)
         y_arr = np.asarray(y)
         if y_arr.ndim != 1 or len(y_arr) != len(X):
@@ -296,8 +293,6 @@ class ClassicalClassifier:
 
     @staticmethod
     def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
-        from sklearn.exceptions import ConvergenceWarning
-
         conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
         if conv:
             logger.warning(
@@ -332,9 +327,6 @@ class ClassicalClassifier:
         self, pipe: Any, param: str, c: float, splits: list[Any], X: np.ndarray, y: np.ndarray
     ) -> dict[str, np.ndarray | str]:
         """Platt-scale a LinearSVC on its out-of-fold decision values, then refit it on all data."""
-        from sklearn.base import clone
-        from sklearn.calibration import CalibratedClassifierCV
-
         svm = clone(pipe).set_params(**{param: c})
         cal = CalibratedClassifierCV(svm, method="sigmoid", cv=splits, ensemble=False).fit(X, y)
         fitted = cal.calibrated_classifiers_[0]
@@ -447,8 +439,6 @@ class ClassicalClassifier:
         """
         if not self._fitted:
             raise RuntimeError("cannot save an unfitted ClassicalClassifier")
-        import sklearn
-
         classes = np.asarray(self.classes_)
         if classes.dtype.kind not in "biuUf":
             classes = np.asarray([str(c) for c in classes.tolist()])
@@ -545,16 +535,7 @@ class ClassicalClassifier:
         return f"ClassicalClassifier(model={self.model!r}{state})"
 
 
-def _scorer_names() -> frozenset[str]:
-    try:
-        from sklearn.metrics import get_scorer_names
-
-        return frozenset(get_scorer_names())
-    except ImportError:  # pragma: no cover - scikit-learn < 1.0
-        return frozenset()
-
-
-_SCORER_NAMES = _scorer_names()
+_SCORER_NAMES = frozenset(get_scorer_names())
 
 
 def fit_classical(

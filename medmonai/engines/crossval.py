@@ -36,6 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from medmonai.data.splits import case_id
+from medmonai.engines.evaluation import load_weights, predict_probabilities
+from medmonai.engines.losses import training_class_prior
+from medmonai.metrics.clinical import classification_metrics
+from medmonai.metrics.report import write_classification_report
+from medmonai.metrics.segmentation import segmentation_report, summary_stats, write_segmentation_report
+from medmonai.metrics.threshold import choose_decision_rule, choose_threshold
 from medmonai.utils import PathLike, atomic_write, atomic_write_json, read_json
 
 __all__ = [
@@ -153,9 +160,6 @@ def save_fold_predictions(
     Returns:
         The written ``fold_predictions.npz``.
     """
-    from medmonai.data.splits import case_id
-    from medmonai.engines.evaluation import load_weights, predict_probabilities
-
     if checkpoint is not None:
         load_weights(network, checkpoint)
     network = network.to(device)
@@ -252,11 +256,6 @@ def aggregate_crossval(
         FileNotFoundError: when ``splits.json`` or a fold's predictions are missing (the message lists the folds).
         ValueError: when folds disagree on the test cases.
     """
-    from medmonai.engines.losses import training_class_prior
-    from medmonai.metrics.clinical import classification_metrics
-    from medmonai.metrics.report import write_classification_report
-    from medmonai.metrics.threshold import choose_decision_rule, choose_threshold
-
     cv_dir = Path(cv_dir)
     splits_file = cv_dir / "splits.json"
     if not splits_file.is_file():
@@ -441,8 +440,6 @@ def aggregate_segmentation_crossval(
         FileNotFoundError: when a fold's report is missing (the message lists the folds).
         ValueError: when the folds disagree on the class names.
     """
-    from medmonai.metrics.segmentation import segmentation_report, summary_stats, write_segmentation_report
-
     cv_dir = Path(cv_dir)
     missing = [k for k in range(n_folds) if not segmentation_fold_done(cv_dir, k)]
     if missing:

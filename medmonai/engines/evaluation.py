@@ -9,8 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import DataLoader, Dataset
 
 from medmonai.data.domain import out_of_distribution_columns, screen_for_report
+from medmonai.engines.losses import training_class_prior
+from medmonai.metrics.report import write_classification_report
+from medmonai.metrics.threshold import choose_decision_rule, choose_threshold
 from medmonai.utils import PathLike
 
 __all__ = ["load_weights", "predict_probabilities", "evaluate_classifier"]
@@ -75,8 +79,6 @@ def predict_probabilities(
     Returns:
         (labels or None, probabilities (N, C), case ids).
     """
-    from monai.data import DataLoader, Dataset
-
     data = [{"image": e["image"], "_index": i} for i, e in enumerate(entries)]
     loader = DataLoader(Dataset(data, transform=transform), batch_size=batch_size, num_workers=num_workers)
     network.eval()
@@ -163,9 +165,6 @@ def evaluate_classifier(
     Returns:
         The report dict.
     """
-    from medmonai.metrics.report import write_classification_report
-    from medmonai.metrics.threshold import choose_threshold
-
     if checkpoint is not None:
         load_weights(network, checkpoint)
     network = network.to(device)
@@ -212,9 +211,6 @@ def _multiclass_rule(
     objective: str,
 ) -> dict[str, Any] | None:
     """The multi-class decision rule chosen on the validation predictions (``None``: argmax, no validation labels)."""
-    from medmonai.engines.losses import training_class_prior
-    from medmonai.metrics.threshold import choose_decision_rule
-
     if not validation:
         logger.warning("no validation entries: multi-class decisions are the plain argmax")
         return None

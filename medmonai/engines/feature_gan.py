@@ -25,7 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medmonai.utils import PathLike
+from medmonai.data.synthetic import synthetic_counts
+from medmonai.engines.classical import ClassicalClassifier, fit_classical
+from medmonai.networks.gan import FeatureDiscriminator, FeatureGenerator
+from medmonai.utils import PathLike, atomic_torch_save
 
 __all__ = ["FeatureGAN", "fit_classical_with_feature_gan"]
 
@@ -74,8 +77,6 @@ class FeatureGAN:
         Raises:
             ValueError: mismatched lengths, non-finite features, or a class with no sample.
         """
-        from medmonai.networks.gan import FeatureDiscriminator, FeatureGenerator
-
         x = np.asarray(features, dtype=np.float32)
         y = np.asarray(labels).astype(int)
         if x.ndim != 2 or len(x) != len(y):
@@ -148,8 +149,6 @@ class FeatureGAN:
 
     def save(self, path: PathLike) -> None:
         """Save the generator weights and the standardisation (atomically; load with :meth:`load`)."""
-        from medmonai.utils import atomic_torch_save
-
         if self.generator is None:
             raise RuntimeError("FeatureGAN.save() before fit()")
         state = {
@@ -165,8 +164,6 @@ class FeatureGAN:
     @classmethod
     def load(cls, path: PathLike, device: str | torch.device = "cpu") -> FeatureGAN:
         """Load a generator saved by :meth:`save` (``torch.load(weights_only=True)``)."""
-        from medmonai.networks.gan import FeatureGenerator
-
         state = torch.load(path, map_location="cpu", weights_only=True)
         feature_dim, num_classes, latent_dim, hidden, n_layers = (int(v) for v in state["config"])
         gan = cls(latent_dim=latent_dim, hidden=hidden, n_layers=n_layers, device=device)
@@ -224,9 +221,6 @@ def fit_classical_with_feature_gan(
     Returns:
         The fitted classifier, with ``feature_gan_`` = ``{"mode", "ratio", "synthetic_per_class", "C_real"}``.
     """
-    from medmonai.data.synthetic import synthetic_counts
-    from medmonai.engines.classical import ClassicalClassifier, fit_classical
-
     if model == "linear_svm":
         raise ValueError("feature GAN: use logreg_l2 or logreg_l1 (linear_svm calibration needs real OOF decisions)")
     x = np.asarray(features, dtype=np.float32)

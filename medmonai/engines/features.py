@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import DataLoader, Dataset
+from monai.utils import convert_to_tensor
+from tqdm.auto import tqdm
 
 from medmonai.utils import PathLike, atomic_write
 
@@ -198,8 +201,6 @@ class _StackImages:
         self.key = key
 
     def __call__(self, batch: list[Any]) -> torch.Tensor:
-        from monai.utils import convert_to_tensor
-
         images = []
         for item in batch:
             if isinstance(item, list | tuple):
@@ -312,9 +313,6 @@ def extract_features(
             transform, or transformed images of different shapes in a batch.
         TypeError: if ``data`` is neither a sequence of dicts nor a dataset with a ``.data`` list.
     """
-    from monai.data import DataLoader, Dataset
-    from tqdm.auto import tqdm
-
     if pool not in POOLING:
         raise ValueError(f"unknown pool {pool!r}; valid: {list(POOLING)}")
     if int(batch_size) < 1:

@@ -32,17 +32,21 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ignite.engine import Engine, Events
 from monai.engines import GanTrainer
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 
+from medmonai.data.datalist import load_datalist_file, make_datalist, write_datalist
+from medmonai.data.synthetic import case_key
+from medmonai.handlers.checkpoint import latest_checkpoint
 from medmonai.utils import PathLike, atomic_torch_save, atomic_write
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
 
 __all__ = [
     "DIFFAUGMENT_OPS",
@@ -345,8 +349,6 @@ class TensorBoardClassSamples:
         seed: int = 0,
     ) -> None:
         if summary_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
             summary_writer = SummaryWriter(log_dir=log_dir)
         self.writer = summary_writer
         self.generator = generator
@@ -361,8 +363,6 @@ class TensorBoardClassSamples:
 
     def attach(self, engine: Engine) -> None:
         """Log at the end of every ``interval``-th epoch."""
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def samples(self) -> torch.Tensor:
@@ -415,8 +415,6 @@ def generator_checkpoint(ckpt_dir: PathLike, name: str = "generator.pt") -> str:
     Raises:
         FileNotFoundError: when neither exists.
     """
-    from medmonai.handlers.checkpoint import latest_checkpoint
-
     final = Path(ckpt_dir) / name
     if final.is_file():
         return str(final)
@@ -452,15 +450,11 @@ def _safe_name(name: str) -> str:
 
 
 def _write_png(path: Path, image01: np.ndarray) -> None:
-    from PIL import Image
-
     pixels = np.round(np.clip(image01, 0, 1) * 255).astype(np.uint8).T  # arrays are [i, j]; PNG rows are j
     atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG"))
 
 
 def _write_nifti(path: Path, image01: np.ndarray, spacing: Sequence[float] | None) -> None:
-    import nibabel as nib
-
     affine = np.eye(4)
     if spacing is not None:
         affine[:3, :3] = np.diag([float(s) for s in spacing][:3])
@@ -512,8 +506,6 @@ def generate_synthetic(
     Returns:
         The datalist path.
     """
-    from medmonai.data.datalist import load_datalist_file, make_datalist, write_datalist
-
     out = Path(out_dir)
     classes = [str(c) for c in classes]
     if isinstance(n_per_class, Mapping):
@@ -577,8 +569,6 @@ def generate_synthetic(
         seed=int(seed),
     )
     if training_entries is not None:
-        from medmonai.data.synthetic import case_key
-
         datalist["gan_training_cases"] = sorted({case_key(e) for e in training_entries})
     path = write_datalist(out / "datalist.json", datalist)
     logger.info(f"wrote {sum(counts)} synthetic images and {path}")

@@ -21,26 +21,28 @@ import random
 import re
 import socket
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointSaver, EarlyStopHandler
+from monai.transforms import Transform
+from monai.utils import optional_import
 
+from medmonai.data.splits import case_id
+from medmonai.handlers.attached import attached, evaluators, register
 from medmonai.handlers.provenance import _calling_config_parser, file_sha256, resolved_config
 from medmonai.utils import PathLike, atomic_torch_save, remove_stale_temp_files
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX (Windows): output folders are not locked
-    fcntl = None  # type: ignore[assignment]
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
+# not POSIX (Windows): output folders are not locked
+fcntl, _HAS_FCNTL = optional_import("fcntl")
 
 __all__ = [
     "latest_checkpoint",
@@ -117,7 +119,7 @@ def lock_output_dir(output_dir: PathLike) -> str:
         OutputDirLockedError: when another process holds the folder's lock.
     """
     out = os.fspath(output_dir)
-    if fcntl is None or _rank() > 0:
+    if not _HAS_FCNTL or _rank() > 0:
         return out
     folder = Path(out).resolve()
     key = str(folder)
@@ -201,8 +203,6 @@ def _split_digest(split: Any, base: PathLike | None = None) -> str | None:
     """
     if not isinstance(split, Mapping):
         return None
-    from medmonai.data.splits import case_id
-
     root = os.path.abspath(os.fspath(base)) + os.sep if base is not None else None
 
     def key(entry: Any) -> str:
@@ -346,29 +346,13 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 fixed = getattr(ckpt.save_handler, "filename", None)
                 ckpt.save_handler = AtomicDiskSaver(self.save_dir, filename=fixed, durable=durable)
 
+    def attach(self, engine: Engine) -> None:
+        """Attach as MONAI's saver does, and record it on ``engine`` (its best-model record is resumed)."""
+        super().attach(engine)
+        register(engine, self)
+
 
 # ------------------------------------------------------------------------------------------- training state
-
-
-def _handler_objects(engine: Engine) -> Iterator[Any]:
-    """The objects behind the event handlers of ``engine`` (bound methods -> their instance), each once."""
-    seen: set[int] = set()
-    for handlers in getattr(engine, "_event_handlers", {}).values():
-        for entry in handlers:
-            fn = entry[0]
-            while hasattr(fn, "__wrapped__"):  # event filters (every=N) wrap the handler
-                fn = fn.__wrapped__
-            obj = getattr(fn, "__self__", fn)
-            if id(obj) not in seen:
-                seen.add(id(obj))
-                yield obj
-
-
-def _evaluators(engine: Engine) -> list[Any]:
-    """Evaluators run by the trainer's ``ValidationHandler`` s, in registration order."""
-    from monai.handlers import ValidationHandler
-
-    return [o.validator for o in _handler_objects(engine) if isinstance(o, ValidationHandler) and o.validator]
 
 
 def _random_states(root: Any) -> list[tuple[str, Any]]:
@@ -378,8 +362,6 @@ def _random_states(root: Any) -> list[tuple[str, Any]]:
     tuples and dicts; records ``numpy.random.RandomState`` (MONAI's ``Randomizable.R``) and ``torch.Generator``
     objects. Cached data (a ``CacheDataset``'s ``_cache``) is never visited.
     """
-    from monai.transforms import Transform
-
     out: list[tuple[str, Any]] = []
     seen: set[int] = set()
 
@@ -474,10 +456,12 @@ class TrainingState:
     - the global random generators (Python, NumPy, torch CPU and CUDA): data-loader shuffling, dropout;
     - the random generators of the training data's transforms (MONAI ``Randomizable.R``: augmentation draws) and of
       its sampler;
-    - every evaluator run by a ``ValidationHandler``: its best key metric and epoch;
-    - early stopping (counter, best score), :class:`RestoreBestWeights` (the best weights so far) and the best-model
-      saver's record (so ``model.pt`` is only replaced by a better model after a resume), found among the handlers of
-      the trainer and its evaluators;
+    - every validation evaluator (the one of :class:`EarlyStopOnValidation` / :class:`RestoreBestWeights`): its best
+      key metric and epoch;
+    - early stopping (counter, best score: :class:`EarlyStopOnValidation`), :class:`RestoreBestWeights` (the best
+      weights so far) and the best-model saver's record (:class:`AtomicCheckpointSaver`, so ``model.pt`` is only
+      replaced by a better model after a resume), as recorded by these handlers when they attach to the trainer and
+      its evaluators (:mod:`medmonai.handlers.attached`);
     - whether the trainer was told to stop (early stopping): a resumed, early-stopped run trains no further.
 
     Everything is stored as tensors, numbers, strings and containers, so checkpoints load with
@@ -494,15 +478,13 @@ class TrainingState:
 
     def _components(self) -> dict[str, tuple[Any, Any]]:
         """Name -> (getter, setter) of the stateful parts found on the trainer and its evaluators."""
-        from monai.handlers import EarlyStopHandler
-
         comps: dict[str, tuple[Any, Any]] = {}
-        engines = [("trainer", self.engine)] + [(f"evaluator{i}", e) for i, e in enumerate(_evaluators(self.engine))]
+        engines = [("trainer", self.engine)] + [(f"evaluator{i}", e) for i, e in enumerate(evaluators(self.engine))]
         for name, eng in engines:
             if name != "trainer":
                 comps[f"{name}/best_metric"] = (partial(_best_metric, eng), partial(_set_best_metric, eng))
             counts: dict[str, int] = {}
-            for obj in _handler_objects(eng):
+            for obj in attached(eng):
                 kind = type(obj).__name__
                 counts[kind] = counts.get(kind, 0) + 1
                 key = f"{name}/{kind}{counts[kind] - 1}"  # e.g. evaluator0/EarlyStopHandler0
@@ -643,8 +625,7 @@ class ResumableCheckpoint:
         The saver is registered at ``STARTED``, after every handler attached when the engine was built, so each
         checkpoint is written after that epoch's validation, early-stopping and best-weight handlers have run.
         """
-        from ignite.engine import Events
-
+        register(engine, self)
         self._objects = {
             **self.save_dict,
             "trainer": engine,
@@ -665,12 +646,8 @@ class ResumableCheckpoint:
                 logger.info(f"no checkpoint in {self.ckpt_dir}: training from the start")
             else:
                 self.load(engine, path)
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
             return  # every rank resumes; only rank 0 writes
-        from ignite.engine import Events
-
         remove_stale_temp_files(self.ckpt_dir)  # left by a run killed while writing
         if not self.resume:  # start over: an earlier run's checkpoints must not be resumed (or outlive this run's)
             for old in glob.glob(os.path.join(glob.escape(self.ckpt_dir), _CHECKPOINT_PATTERN)):
@@ -688,8 +665,6 @@ class ResumableCheckpoint:
         Raises:
             CheckpointError: if the file cannot be read, lacks an object, or is beyond ``max_epochs``.
         """
-        from ignite.handlers import Checkpoint
-
         try:
             ckpt = torch.load(path, map_location=self.map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - unreadable, truncated or unsafe content
@@ -804,15 +779,16 @@ class EarlyStopOnValidation:
 
     def attach(self, engine: Engine) -> None:
         """Stop ``engine`` (the trainer) when the evaluator's metric stops improving."""
-        from monai.handlers import EarlyStopHandler
-
-        EarlyStopHandler(
+        stopper = EarlyStopHandler(
             patience=self.patience,
             score_function=self.score,
             trainer=engine,
             min_delta=self.min_delta,
             epoch_level=True,
-        ).attach(self.evaluator)
+        )
+        stopper.attach(self.evaluator)
+        register(engine, self)
+        register(self.evaluator, stopper)
 
 
 class RestoreBestWeights:
@@ -837,10 +813,9 @@ class RestoreBestWeights:
 
     def attach(self, engine: Engine) -> None:
         """Snapshot after improved validations; restore when ``engine`` (the trainer) completes."""
-        from ignite.engine import Events
-
         self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._maybe_snapshot)
         engine.add_event_handler(Events.COMPLETED, lambda _: self.restore())
+        register(engine, self)
 
     def _net(self) -> torch.nn.Module:
         return self.network.module if hasattr(self.network, "module") else self.network

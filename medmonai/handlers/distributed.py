@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
+from ignite.engine import Engine, Events
+from monai.utils import set_determinism
 
 __all__ = [
     "is_distributed",
@@ -108,8 +108,6 @@ def init_distributed(backend: str | None = None) -> torch.device:
     # ignite's idist (used by CheckpointSaver, metrics...) sets itself up from the process group on its first use with
     # a collective call (new_group); do it now on every rank, or the first use on rank 0 only (a checkpoint saver)
     # waits forever for the other ranks
-    import ignite.distributed as idist
-
     idist.sync()
     logger.info(f"rank {dist.get_rank()} of {dist.get_world_size()} ({backend}) on {device}")
     return device
@@ -127,8 +125,6 @@ def seed_ranks(seed: int, epoch: int = 0) -> None:
     For engines whose ranks should draw different random numbers (the GAN's latents and DiffAugment), at the start
     and again when the trainer starts (``epoch`` > 0 after a resume, where every rank loaded rank 0's random state).
     """
-    from monai.utils import set_determinism
-
     set_determinism(seed=int(seed) + 1000 * int(epoch) + get_rank())
 
 
@@ -186,8 +182,6 @@ class BroadcastTerminate:
 
     def attach(self, engine: Engine) -> None:
         """Synchronise at ``ITERATION_COMPLETED`` (optional) and ``EPOCH_COMPLETED``."""
-        from ignite.engine import Events
-
         if self.iteration_level:
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -232,8 +226,6 @@ class AverageGradients:
         """Register the gradient averaging and the start-of-training broadcast."""
         if not is_distributed():
             return
-        from ignite.engine import Events
-
         for opt in self.optimizers:
             self._hooks.append(opt.register_step_pre_hook(self._average))
         engine.add_event_handler(Events.STARTED, self.broadcast_state)

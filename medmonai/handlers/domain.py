@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+from medmonai.data.domain import (
+    RECORD_FILE,
+    entries_key,
+    load_training_domain,
+    training_domain_record,
+    write_training_domain,
+)
 from medmonai.utils import PathLike
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
 
 __all__ = ["TrainingDomainHandler"]
 
@@ -62,14 +69,10 @@ class TrainingDomainHandler:
     @property
     def record_file(self) -> Path:
         """``output_dir/training_domain.json``."""
-        from medmonai.data.domain import RECORD_FILE
-
         return self.output_dir / RECORD_FILE
 
     def attach(self, engine: Engine) -> None:
         """Write at ``STARTED``."""
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.STARTED, self._started)
 
     def __call__(self, engine: Engine | None = None) -> Path | None:
@@ -77,15 +80,6 @@ class TrainingDomainHandler:
         return self._started(engine)
 
     def _started(self, engine: Engine | None) -> Path | None:
-        import torch.distributed as dist
-
-        from medmonai.data.domain import (
-            entries_key,
-            load_training_domain,
-            training_domain_record,
-            write_training_domain,
-        )
-
         if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
             return None
         key = entries_key(self.entries, extra=[self.plan, self.max_images, self.samples_per_image, self.seed])

@@ -30,12 +30,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from monai.bundle import ConfigParser
+
+from medmonai import __version__
+from medmonai.data.splits import case_id
+from medmonai.handlers.attached import attached, evaluators
 from medmonai.utils import PathLike, atomic_write_json
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
 
 __all__ = ["PACKAGES", "ProvenanceHandler", "package_versions", "git_commit", "file_sha256", "collect_provenance"]
 
@@ -107,8 +112,6 @@ def file_sha256(path: PathLike) -> str | None:
 
 
 def _environment() -> dict[str, Any]:
-    import torch
-
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -129,8 +132,6 @@ def _environment() -> dict[str, Any]:
 def _split_ids(split: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> dict[str, list[str]] | None:
     if not split:
         return None
-    from medmonai.data.splits import case_id
-
     return {k: [case_id(e) for e in v] for k, v in split.items() if isinstance(v, list | tuple)}
 
 
@@ -161,8 +162,6 @@ def collect_provenance(
         seed: the run's seed.
         extra: further fields.
     """
-    from medmonai import __version__
-
     record: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": list(sys.argv),
@@ -203,10 +202,6 @@ def collect_provenance(
 
 def _calling_config_parser() -> Any:
     """The MONAI ``ConfigParser`` instantiating the caller (found on the call stack), or None."""
-    try:
-        from monai.bundle import ConfigParser
-    except ImportError:  # pragma: no cover
-        return None
     frame = inspect.currentframe()
     try:
         while frame is not None:
@@ -315,25 +310,20 @@ class ProvenanceHandler:
 
     def attach(self, engine: Engine) -> None:
         """Write at ``STARTED`` and at ``COMPLETED``."""
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     @staticmethod
     def _writer() -> bool:
-        import torch.distributed as dist
-
         return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
 
-    def _resumed_from(self, engine: Engine) -> str | None:
-        from medmonai.handlers.checkpoint import ResumableCheckpoint
-
-        for handlers in getattr(engine, "_event_handlers", {}).values():
-            for entry in handlers:
-                obj = getattr(entry[0], "__self__", None)
-                if isinstance(obj, ResumableCheckpoint) and obj.loaded_from:
-                    return obj.loaded_from
+    @staticmethod
+    def _resumed_from(engine: Engine) -> str | None:
+        """The checkpoint a :class:`~medmonai.handlers.checkpoint.ResumableCheckpoint` on ``engine`` resumed from."""
+        for obj in attached(engine):
+            loaded = getattr(obj, "loaded_from", None)
+            if loaded:
+                return loaded
         return None
 
     def _started(self, engine: Engine) -> None:
@@ -357,10 +347,8 @@ class ProvenanceHandler:
     def _completed(self, engine: Engine) -> None:
         if not self._writer() or not self.record:
             return
-        from medmonai.handlers.checkpoint import _evaluators
-
         best = {}
-        for i, ev in enumerate(_evaluators(engine)):
+        for i, ev in enumerate(evaluators(engine)):
             best[f"evaluator{i}"] = {
                 "metric": getattr(ev.state, "key_metric_name", None),
                 "best_metric": _number(getattr(ev.state, "best_metric", None)),

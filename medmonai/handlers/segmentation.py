@@ -9,12 +9,11 @@ volume that holds the most reference foreground (so the structure is always visi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
+from ignite.engine import Engine, Events
+from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["overlay_rgb", "TensorBoardSegmentationOverlay"]
 
@@ -82,8 +81,6 @@ class TensorBoardSegmentationOverlay:
         epoch_engine: Engine | None = None,
     ) -> None:
         if summary_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
             summary_writer = SummaryWriter(log_dir=log_dir)
         self.writer = summary_writer
         self.tag = tag
@@ -95,8 +92,6 @@ class TensorBoardSegmentationOverlay:
 
     def attach(self, engine: Engine) -> None:
         """Log when the evaluator completes a run."""
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
+from ignite.engine import Engine, Events
+from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["TensorBoardInputImages", "TensorBoardLearningRate"]
 
@@ -49,8 +48,6 @@ class TensorBoardInputImages:
         interval: int = 1,
     ) -> None:
         if summary_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
             summary_writer = SummaryWriter(log_dir=log_dir)
         self.writer = summary_writer
         self.tag = tag
@@ -60,8 +57,6 @@ class TensorBoardInputImages:
 
     def attach(self, engine: Engine) -> None:
         """Log at the end of every ``interval``-th epoch."""
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     @staticmethod
@@ -97,8 +92,6 @@ class TensorBoardLearningRate:
 
     def __init__(self, optimizer: torch.optim.Optimizer, summary_writer: Any = None, log_dir: str = "./runs", tag="lr"):
         if summary_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
             summary_writer = SummaryWriter(log_dir=log_dir)
         self.optimizer = optimizer
         self.writer = summary_writer
@@ -106,8 +99,6 @@ class TensorBoardLearningRate:
 
     def attach(self, engine: Engine) -> None:
         """Log at every epoch start."""
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 __all__ = ["TimeBudget"]
 
@@ -38,8 +36,6 @@ class TimeBudget:
         """Start the clock at ``STARTED``, check it at every ``ITERATION_COMPLETED``."""
         if self.minutes is None:
             return
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._check)
 

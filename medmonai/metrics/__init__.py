@@ -1,6 +1,7 @@
 """Clinical classification metrics: bootstrap CIs, operating thresholds, reports and paired comparisons of runs.
 
-``synthetic``: the audit of synthetic images (FID, precision/recall, near-copies of training images).
+``synthetic``: the statistics of the synthetic-image audit (FID, precision/recall, near-copies of training images;
+the audit itself is :mod:`medmonai.engines.synthetic_audit`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import confusion_matrix, roc_auc_score
 
 __all__ = [
     "BINARY_SCALARS",
@@ -462,8 +464,6 @@ def metrics_from_confusion(cm: np.ndarray, classes: Sequence[str], positive_clas
 
 def _rank_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Mann-Whitney AUC along the last axis (ties count 1/2); NaN where one of the two groups is empty."""
-    from scipy.stats import rankdata
-
     ranks = rankdata(scores, axis=-1)  # average ranks for ties
     n1 = labels.sum(axis=-1).astype(np.float64)
     n0 = labels.shape[-1] - n1
@@ -515,8 +515,6 @@ def _opt(v: Any) -> float | None:
 
 
 def _auc_point(y: np.ndarray, scores: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
     if y.all() or not y.any():
         return None
     return float(roc_auc_score(y, scores))
@@ -556,8 +554,6 @@ def classification_metrics(
         ``positive_class``/``positive_class_name`` (binary), ``per_class`` (multi-class: name -> one-vs-rest
         metrics and counts) and ``notes``.
     """
-    from sklearn.metrics import confusion_matrix
-
     inp = prepare_inputs(y_true, y_prob, positive_class=positive_class, classes=classes)
     thr = resolve_threshold(threshold, inp)
     y, prob, names, pos = inp.y_true, inp.prob, inp.classes, inp.positive_class

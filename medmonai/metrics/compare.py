@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest, chi2, norm, rankdata
 
+from medmonai.metrics.bootstrap import resample_indices
+from medmonai.metrics.clinical import _rank_auc
 from medmonai.utils import PathLike, atomic_write_json, to_jsonable
 
 __all__ = [
@@ -110,8 +113,6 @@ def _midrank_components(pos: np.ndarray, neg: np.ndarray) -> tuple[float, np.nda
         ``(auc, v10, v01)``: ``v10[i]`` = fraction of negatives scored below positive ``i`` (ties 1/2),
         ``v01[j]`` = fraction of positives scored above negative ``j`` (ties 1/2).
     """
-    from scipy.stats import rankdata
-
     m, n = pos.size, neg.size
     tx = rankdata(pos)  # midranks within the positives
     ty = rankdata(neg)  # midranks within the negatives
@@ -147,8 +148,6 @@ def delong_test(y_true: Any, scores_a: Any, scores_b: Any, alpha: float = 0.05) 
         ValueError: when only one class is present, a class has fewer than 2 cases (no variance estimate),
             labels are not 0/1, or the arrays do not match.
     """
-    from scipy.stats import norm
-
     if not (0.0 < alpha < 1.0):
         raise ValueError(f"alpha must be within (0, 1), got {alpha!r}")
     y = _as_labels(y_true, 2)
@@ -240,8 +239,6 @@ def _auc_inputs(y_true: Any, scores_a: Any, scores_b: Any) -> tuple[np.ndarray, 
 
 def _batch_auc(y: np.ndarray, prob: np.ndarray, binary: bool) -> np.ndarray:
     """AUCs of B resamples: ``y`` ``(B, N)``, ``prob`` ``(B, N, C)`` -> ``(B,)``; macro one-vs-rest if multi-class."""
-    from medmonai.metrics.clinical import _rank_auc
-
     if binary:
         return _rank_auc(y == 1, prob[..., 1])
     return np.mean(np.stack([_rank_auc(y == k, prob[..., k]) for k in range(prob.shape[-1])], axis=-1), axis=-1)
@@ -282,8 +279,6 @@ def paired_bootstrap_auc(
     Raises:
         ValueError: on bad inputs, an undefined AUC (a class without cases), ``n_boot < 1`` or a bad ``alpha``.
     """
-    from medmonai.metrics.bootstrap import resample_indices
-
     if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     n_boot = int(n_boot)
@@ -350,8 +345,6 @@ def mcnemar_test(correct_a: Any, correct_b: Any) -> dict[str, Any]:
     Raises:
         ValueError: for arrays of different lengths, empty arrays, or values other than 0/1/True/False.
     """
-    from scipy.stats import binomtest, chi2
-
     arrs = []
     for name, x in (("correct_a", correct_a), ("correct_b", correct_b)):
         arr = _as_1d_float(x, name)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from medmonai.utils import PathLike, atomic_write_json, atomic_write_text
 
@@ -84,8 +86,6 @@ def case_metrics(
     Raises:
         ValueError: for different shapes, labels out of range or a spacing of the wrong length.
     """
-    from monai.metrics import DiceMetric, HausdorffDistanceMetric
-
     p = _channel_first(pred, spatial_dims)
     y = _channel_first(label, spatial_dims)
     if p.shape != y.shape:
@@ -102,8 +102,6 @@ def case_metrics(
     out: dict[str, dict[str, float | None]] = {"dice": {}, "hd95": {}, "volume_pred": {}, "volume_ref": {}}
     hd = None
     if hd95:
-        import warnings
-
         with warnings.catch_warnings():  # MONAI warns for empty structures: they are reported as None
             warnings.simplefilter("ignore")
             metric = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
 from medmonai.metrics.clinical import (
     apply_decision_rule,
@@ -83,8 +84,6 @@ def choose_threshold(
         ValueError: for a multi-class problem, an unknown method, a target/threshold out of range, or (Youden and
             target sensitivity) validation data without both classes.
     """
-    from sklearn.metrics import roc_curve
-
     method = {"target_sensitivity": "sensitivity"}.get(method, method)
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"unknown threshold method {method!r}; use one of {THRESHOLD_METHODS}")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monai.networks.nets import DenseNet121, EfficientNetBN, resnet
 from torch import nn
 
 from medmonai.networks.classifier import Classifier
@@ -93,8 +94,6 @@ def _small_cnn(spatial_dims: int, in_channels: int, pretrained_imagenet: bool, *
 
 def _resnet(depth: int) -> Callable[..., _Built]:
     def build(spatial_dims: int, in_channels: int, pretrained_imagenet: bool, **kwargs: Any) -> _Built:
-        from monai.networks.nets import resnet
-
         fn = getattr(resnet, f"resnet{depth}")
         net = fn(
             pretrained=False, spatial_dims=spatial_dims, n_input_channels=in_channels, feed_forward=False, **kwargs
@@ -109,8 +108,6 @@ def _resnet(depth: int) -> Callable[..., _Built]:
 
 
 def _densenet121(spatial_dims: int, in_channels: int, pretrained_imagenet: bool, **kwargs: Any) -> _Built:
-    from monai.networks.nets import DenseNet121
-
     net = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, pretrained=False, **kwargs)
     net.class_layers.out = nn.Identity()  # the Classifier head replaces it
     f = net.features
@@ -140,8 +137,6 @@ def _dynamic_same_padding(net: nn.Module) -> None:
 
 def _efficientnet(model_name: str) -> Callable[..., _Built]:
     def build(spatial_dims: int, in_channels: int, pretrained_imagenet: bool, **kwargs: Any) -> _Built:
-        from monai.networks.nets import EfficientNetBN
-
         net = EfficientNetBN(
             model_name, pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=1, **kwargs
         )

@@ -30,6 +30,7 @@ import torch
 from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+from torch.optim.swa_utils import AveragedModel
 
 __all__ = [
     "gan_levels",
@@ -76,7 +77,18 @@ def _size(spatial_size: Sequence[int] | int, spatial_dims: int) -> tuple[int, ..
     return tuple(size)
 
 
-class ConditionalGenerator(nn.Module):
+class _ConditionalImageNet(nn.Module):
+    """Geometry shared by the image generator and discriminator: size per axis, classes and the level grid."""
+
+    def __init__(self, spatial_dims: int, spatial_size: Sequence[int] | int, num_classes: int) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.spatial_size = _size(spatial_size, spatial_dims)
+        self.num_classes = int(num_classes)
+        self.n_levels, self.base_size = gan_levels(self.spatial_size)
+
+
+class ConditionalGenerator(_ConditionalImageNet):
     """Class-conditional DCGAN generator (see the module docstring).
 
     Args:
@@ -102,12 +114,8 @@ class ConditionalGenerator(nn.Module):
         out_channels: int = 1,
         max_channels: int = 256,
     ) -> None:
-        super().__init__()
-        self.spatial_dims = spatial_dims
-        self.spatial_size = _size(spatial_size, spatial_dims)
-        self.num_classes = int(num_classes)
+        super().__init__(spatial_dims, spatial_size, num_classes)
         self.latent_dim = int(latent_dim)
-        self.n_levels, self.base_size = gan_levels(self.spatial_size)
         conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
         widths = [min(channels * 2 ** (self.n_levels - i), max_channels) for i in range(self.n_levels + 1)]
         self.embed = nn.Embedding(self.num_classes, embed_dim)
@@ -138,7 +146,7 @@ class ConditionalGenerator(nn.Module):
         return self.out(self.blocks(h))
 
 
-class ProjectionDiscriminator(nn.Module):
+class ProjectionDiscriminator(_ConditionalImageNet):
     """Spectral-normalised conditional discriminator with a projection head (see the module docstring).
 
     Args:
@@ -159,11 +167,7 @@ class ProjectionDiscriminator(nn.Module):
         in_channels: int = 1,
         max_channels: int = 256,
     ) -> None:
-        super().__init__()
-        self.spatial_dims = spatial_dims
-        self.spatial_size = _size(spatial_size, spatial_dims)
-        self.num_classes = int(num_classes)
-        self.n_levels, self.base_size = gan_levels(self.spatial_size)
+        super().__init__(spatial_dims, spatial_size, num_classes)
         conv = Conv[Conv.CONV, spatial_dims]
         widths = [min(channels * 2**i, max_channels) for i in range(self.n_levels + 1)]
         layers: list[nn.Module] = [spectral_norm(conv(in_channels, widths[0], kernel_size=3, padding=1))]
@@ -218,8 +222,6 @@ def ema_generator(generator: nn.Module, decay: float = 0.999) -> torch.optim.swa
     Returns:
         ``AveragedModel``; its ``module`` is the averaged generator (what ``generate.yaml`` samples from).
     """
-    from torch.optim.swa_utils import AveragedModel
-
     if not 0.0 <= float(decay) < 1.0:
         raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
     return AveragedModel(generator, multi_avg_fn=_WarmupEMA(decay), use_buffers=True)

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from monai.networks.nets import DynUNet, SegResNet, UNet
 from torch import nn
 
 __all__ = [
@@ -186,8 +187,6 @@ def build_segmentation_network(
         raise ValueError(f"out_channels must be >= 2 (background + classes), got {out_channels}")
 
     if key == "dynunet":
-        from monai.networks.nets import DynUNet
-
         kernels, strides = dynunet_topology(patch, spacing, min_size=min_size, max_levels=max_levels)
         if len(strides) < 2:
             raise ValueError(f"patch size {patch} is too small for one down-sampling (min_size {min_size})")
@@ -215,8 +214,6 @@ def build_segmentation_network(
     if levels < 1:
         raise ValueError(f"patch size {patch} is too small for one down-sampling (min_size {min_size})")
     if key == "unet":
-        from monai.networks.nets import UNet
-
         net = UNet(
             spatial_dims=sd,
             in_channels=int(in_channels),
@@ -228,8 +225,6 @@ def build_segmentation_network(
             dropout=dropout,
         )
     else:
-        from monai.networks.nets import SegResNet
-
         levels = min(levels, 4)
         blocks_down = (1, 2, 2, 4, 4)[: levels + 1]
         init = int(base_filters or 8)

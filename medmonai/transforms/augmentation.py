@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from monai.config import KeysCollection
 from monai.transforms import (
     CastToTyped,
@@ -73,9 +74,12 @@ from monai.transforms import (
     RandGaussianSmoothd,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    apply_transform,
 )
 from monai.utils import ensure_tuple
 
+from medmonai.data.datalist import load_datalist
+from medmonai.transforms.preprocessing import build_preprocessing
 from medmonai.utils import PathLike, atomic_write
 
 __all__ = ["AugmentationLevel", "LEVELS", "augmentation_preset", "preview_grid", "save_augmentation_preview"]
@@ -338,8 +342,6 @@ def preview_grid(
     Returns:
         One row per sample: the original and ``n_draws`` augmented images as 2D display arrays.
     """
-    from monai.transforms import apply_transform
-
     rows = []
     for s in samples:
         row = [_display(s[image_key])]
@@ -388,11 +390,6 @@ def save_augmentation_preview(
     Returns:
         ``{"out": path, "n_images": ..., "n_draws": ..., "preset": ..., "files": [image paths]}``.
     """
-    from matplotlib.figure import Figure
-
-    from medmonai.data.datalist import load_datalist
-    from medmonai.transforms.preprocessing import build_preprocessing
-
     if n_images < 1 or n_draws < 1:
         raise ValueError(f"n_images and n_draws must be >= 1, got {n_images} and {n_draws}")
     entries = load_datalist(datalist, key)[: int(n_images)]

@@ -6,6 +6,7 @@ from ignite.metrics import Metric
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 
+from medmonai.handlers.attached import attached, evaluators
 from medmonai.handlers.checkpoint import (
     LOCK_FILE,
     EarlyStopOnValidation,
@@ -13,6 +14,7 @@ from medmonai.handlers.checkpoint import (
     RestoreBestWeights,
     ResumableCheckpoint,
     ResumeSettingsError,
+    TrainingState,
     compare_settings,
     latest_checkpoint,
     lock_output_dir,
@@ -168,3 +170,21 @@ def test_lock_is_reentrant_in_a_process_and_skipped_on_other_ranks(tmp_path, mon
     other = tmp_path / "rank1"
     assert lock_output_dir(other) == str(other) and not other.exists()  # ranks > 0 neither lock nor write
     assert issubclass(OutputDirLockedError, RuntimeError)
+
+
+def test_training_state_finds_the_handlers_that_registered_themselves(tmp_path):
+    """No private ignite handler lists: the handlers record themselves when they attach."""
+    ckpt = ResumableCheckpoint(str(tmp_path), {})
+
+    def handlers(net, opt, evaluator):
+        stop = EarlyStopOnValidation(evaluator, metric="val_auc", patience=2)
+        return [ckpt, stop, RestoreBestWeights(net, evaluator)]
+
+    _, _, trainer, evaluator = _engines([0.5], 1, handlers)
+    assert evaluators(trainer) == [evaluator]
+    assert attached(trainer, ResumableCheckpoint) == [ckpt]
+    assert sorted(TrainingState(trainer)._components()) == [
+        "evaluator0/EarlyStopHandler0",
+        "evaluator0/best_metric",
+        "trainer/RestoreBestWeights0",
+    ]

@@ -9,7 +9,8 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from medmonai.data.datalist import make_datalist, write_datalist
-from medmonai.metrics.synthetic import audit_synthetic, fid, knn_radii, memorization, precision_recall
+from medmonai.engines.synthetic_audit import audit_synthetic
+from medmonai.metrics.synthetic import fid, knn_radii, memorization, precision_recall
 from tests.transforms._helpers import write_png
 
 
