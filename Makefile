@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 #   make demo TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-DEMO_OUT ?= demo_output
+# the demo writes outside the checkout: $MEDMONAI_HOME/demo, by default ~/.medmonai/demo
+DEMO_OUT ?= $(if $(MEDMONAI_HOME),$(MEDMONAI_HOME),$(HOME)/.medmonai)/demo
 
 .PHONY: install demo test test-quick lint clean
 

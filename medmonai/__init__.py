@@ -9,6 +9,8 @@ Sub-packages (imported on first access, so ``import medmonai`` stays light and b
 - ``medmonai.engines``: losses, deep features + classical classifiers, evaluation and inference;
 - ``medmonai.handlers``: Ignite handlers (resumable checkpoints, early stopping, TensorBoard);
 - ``medmonai.metrics``: clinical metrics with bootstrap confidence intervals and reports;
+- ``medmonai.deploy``: hospital side: DICOM in/out, PACS and DICOMweb, ONNX export;
+- ``medmonai.bundles``: where the bundles are, their configs, default run folders;
 - ``medmonai.apps`` / ``medmonai.cli``: the demo and the command line.
 """
 
@@ -19,7 +21,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("apps", "cli", "data", "engines", "handlers", "metrics", "networks", "transforms", "utils")
+_SUBPACKAGES = (
+    "apps",
+    "bundles",
+    "cli",
+    "data",
+    "deploy",
+    "engines",
+    "handlers",
+    "metrics",
+    "networks",
+    "transforms",
+    "utils",
+)
 
 __all__ = ["__version__", *_SUBPACKAGES]
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,9 @@ import pytest
 from medmonai.apps.clinical import load_clinical_model
 from medmonai.utils import shared_data_dir
 from tests.apps._clinical_data import bundle_dir, trained_classifier
+
+# runs with the default bundle_root write to $MEDMONAI_HOME/<bundle>_<dims>d: the tests' ones not into the home
+os.environ["MEDMONAI_HOME"] = tempfile.mkdtemp(prefix="medmonai_home_")
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +43,7 @@ def cls_model(cls_root):
 
 
 _REPO = Path(__file__).resolve().parents[1]
-#: where a bundle run with the default bundle_root ('.' = the working directory) would write inside the checkout
+#: where a bundle run with bundle_root '.' (the working directory) or bundles/<name> would write inside the checkout
 _SOURCE_TREE_OUTPUTS = ("data", "runs", "bundles/*/data", "bundles/*/runs")
 
 

@@ -42,9 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from medmonai.bundles import bundle_configs, parse_bundle, run_bundle
 from medmonai.utils import PathLike, atomic_write_json, read_json
 
-__all__ = ["CLASSIFIERS", "bundle_configs", "gan_bundle_configs", "fold_gan", "parse_bundle", "run_crossval"]
+__all__ = ["CLASSIFIERS", "fold_gan", "run_crossval"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,33 +53,14 @@ logger = logging.getLogger(__name__)
 CLASSIFIERS: tuple[str, ...] = ("logreg_l2", "logreg_l1", "linear_svm")
 
 
-def bundle_configs(bundle: PathLike) -> dict[str, Path]:
-    """The config files of a bundle folder used by cross-validation (train, crossval, metadata, logging)."""
-    cfg = Path(bundle) / "configs"
-    files = {
-        "train": cfg / "train.yaml",
-        "crossval": cfg / "crossval.yaml",
-        "meta": cfg / "metadata.json",
-        "logging": cfg / "logging.conf",
-    }
-    for name in ("train", "crossval"):
-        if not files[name].is_file():
-            raise FileNotFoundError(f"{files[name]}: not found; is {bundle} a medmonai training bundle?")
-    return files
+def _cv_configs(bundle: PathLike) -> dict[str, Path]:
+    """The config files of a bundle used by cross-validation (train, crossval, metadata, logging)."""
+    return bundle_configs(bundle, ("train", "crossval"))
 
 
-def parse_bundle(bundle: PathLike, overrides: Mapping[str, Any]) -> Any:
+def _parse_cv(bundle: PathLike, overrides: Mapping[str, Any]) -> Any:
     """A MONAI ``ConfigParser`` over the bundle's ``train.yaml`` + ``crossval.yaml`` with ``overrides`` applied."""
-    from monai.bundle import ConfigParser
-
-    files = bundle_configs(bundle)
-    parser = ConfigParser()
-    parser.read_config([str(files["train"]), str(files["crossval"])])
-    if files["meta"].is_file():
-        parser.read_meta(str(files["meta"]))
-    for key, value in overrides.items():
-        parser[key] = value
-    return parser
+    return parse_bundle(bundle, ("train", "crossval"), overrides)
 
 
 def _progress(msg: str) -> None:
@@ -93,8 +75,6 @@ def _train_folds(
     per_fold: Callable[[int], dict[str, Any]] | None = None,
     done: Callable[[Path, int], bool] | None = None,
 ) -> None:
-    from monai.bundle import run
-
     from medmonai.engines.crossval import fold_done
 
     fold_done = done or fold_done
@@ -112,24 +92,9 @@ def _train_folds(
             eta = f", about {fold_s * (len(todo) - i) / 60:.1f} min left"
         fold_extra = per_fold(k) if per_fold is not None else {}
         _progress(f"fold {k + 1}/{n_folds}: training ({i} of {len(todo)} to do finished{eta})")
-        run(config_file=[str(files["train"]), str(files["crossval"])], fold=k, **common, **extra, **fold_extra)
+        run_bundle([str(files["train"]), str(files["crossval"])], fold=k, **common, **extra, **fold_extra)
         if not fold_done(cv_dir, k):
             raise RuntimeError(f"fold {k} finished without writing its results in {cv_dir / f'fold{k}'}")
-
-
-def gan_bundle_configs(gan_bundle: PathLike) -> dict[str, Path]:
-    """The config files of the GAN augmentation bundle (train, generate, metadata, logging)."""
-    cfg = Path(gan_bundle) / "configs"
-    files = {
-        "train": cfg / "train.yaml",
-        "generate": cfg / "generate.yaml",
-        "meta": cfg / "metadata.json",
-        "logging": cfg / "logging.conf",
-    }
-    for name in ("train", "generate"):
-        if not files[name].is_file():
-            raise FileNotFoundError(f"{files[name]}: not found; is {gan_bundle} the gan_augmentation bundle?")
-    return files
 
 
 def fold_gan(
@@ -148,13 +113,11 @@ def fold_gan(
     with ``synthetic_mode``/``synthetic_ratio``, or ``synthetic_mode: none`` when the fold needs no synthetic sample.
     A finished fold GAN (its datalist present) is reused; an interrupted one resumes from its last checkpoint.
     """
-    from monai.bundle import run
-
     from medmonai.data.datalist import write_datalist
     from medmonai.data.synthetic import synthetic_counts
     from medmonai.engines.crossval import fold_dir
 
-    parser = parse_bundle(bundle, {**common, "fold": fold})
+    parser = _parse_cv(bundle, {**common, "fold": fold})
     classes = [str(c) for c in parser.get_parsed_content("classes")]
     split = parser.get_parsed_content("split")
     real = [0] * len(classes)
@@ -177,7 +140,7 @@ def fold_gan(
                 "validation": split["validation"],
             },
         )
-        files = gan_bundle_configs(gan_bundle)
+        files = bundle_configs(gan_bundle, ("train", "generate"))
         overrides: dict[str, Any] = {"bundle_root": str(root), "datalist": str(fold_list), "n_per_class": want}
         if "seed" in common:
             overrides["seed"] = common["seed"]
@@ -193,8 +156,8 @@ def fold_gan(
         overrides.update(gan_overrides or {})
         _progress(f"fold {fold + 1}: training the GAN on the fold's {len(split['training'])} training images, "
                   f"then {dict(zip(classes, want))} synthetic samples")  # fmt: skip
-        run(config_file=[str(files["train"])], **overrides)
-        run(config_file=[str(files["train"]), str(files["generate"])], **overrides)
+        run_bundle([str(files["train"])], **overrides)
+        run_bundle([str(files["train"]), str(files["generate"])], **overrides)
         if not synthetic.is_file():
             raise RuntimeError(f"fold {fold}: the GAN bundle finished without writing {synthetic}")
     return {"synthetic_datalist": str(synthetic), "synthetic_mode": mode, "synthetic_ratio": ratio}
@@ -225,7 +188,7 @@ def _feature_folds(
     from medmonai.engines.crossval import fold_dir, fold_done, write_fold_predictions
     from medmonai.engines.features import extract_features
 
-    parser = parse_bundle(bundle, {**common, "fold": 0})
+    parser = _parse_cv(bundle, {**common, "fold": 0})
     datalist_file = parser.get_parsed_content("datalist_file")
     raw = load_datalist_file(datalist_file)
     pool = load_datalist(datalist_file, "training")
@@ -288,10 +251,10 @@ def _export(bundle: PathLike, common: dict[str, Any], cv_dir: Path, n_folds: int
     from medmonai.engines.crossval import export_ensemble, fold_dir
     from medmonai.engines.evaluation import load_weights
 
-    parser = parse_bundle(bundle, {**common, "fold": 0})
+    parser = _parse_cv(bundle, {**common, "fold": 0})
     models = []
     for k in range(n_folds):
-        net = parse_bundle(bundle, {**common, "fold": k}).get_parsed_content("network_def", instantiate=True)
+        net = _parse_cv(bundle, {**common, "fold": k}).get_parsed_content("network_def", instantiate=True)
         load_weights(net, fold_dir(cv_dir, k) / "checkpoints" / "model.pt")
         models.append(net)
     transform = parser.get_parsed_content("preprocessing")
@@ -361,10 +324,10 @@ def run_crossval(
         raise ValueError(f"unknown feature_gan {feature_gan!r}; choose from {SYNTHETIC_MODES}")
     if feature_gan != "none" and classifier is None:
         raise ValueError("the feature GAN (feature_gan) applies to the deep-features path: give a classifier")
-    files = bundle_configs(bundle)
+    files = _cv_configs(bundle)
     gan_root = Path(gan_bundle) if gan_bundle is not None else Path(bundle).parent / "gan_augmentation"
     if synthetic_mode != "none":
-        gan_bundle_configs(gan_root)
+        bundle_configs(gan_root, ("train", "generate"))
     common: dict[str, Any] = {
         "bundle_root": str(bundle_root),
         "scheme": scheme,
@@ -373,7 +336,7 @@ def run_crossval(
         "tta_flip_axes": list(tta_flip_axes),
         **dict(overrides or {}),
     }
-    parser = parse_bundle(bundle, {**common, "fold": 0})
+    parser = _parse_cv(bundle, {**common, "fold": 0})
     segmentation = parser.get("label_names") is not None
     if segmentation:
         refused = {

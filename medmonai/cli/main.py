@@ -13,6 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from medmonai.apps.crossval import CLASSIFIERS
+from medmonai.bundles import ALIASES, default_bundle_root, medmonai_home, resolve_bundle
+from medmonai.data.splits import SCHEMES
+from medmonai.data.synthetic import SYNTHETIC_MODES
+from medmonai.transforms.augmentation import LEVELS
+
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("medmonai")
@@ -158,10 +164,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from medmonai.apps.demo import run_demo
 
-    run_demo(args.out, spatial_dims=args.dims, seed=args.seed, quick=args.quick, progress=not args.quiet)
+    out = args.out if args.out is not None else str(medmonai_home() / "demo")
+    run_demo(out, spatial_dims=args.dims, seed=args.seed, quick=args.quick, progress=not args.quiet)
     if args.mlflow_uri:
         params = {"spatial_dims": args.dims, "seed": args.seed, "quick": args.quick}
-        _log_to_mlflow(Path(args.out) / "summary.json", args.mlflow_uri, args.mlflow_experiment or "demo", params)
+        _log_to_mlflow(Path(out) / "summary.json", args.mlflow_uri, args.mlflow_experiment or "demo", params)
     return 0
 
 
@@ -383,11 +390,33 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         reasons = "; ".join(r.get("out_of_distribution_reasons") or [])
         ood = f" (OUT OF DISTRIBUTION: {reasons})" if r.get("out_of_distribution") else ""
         print(f"{r['SeriesInstanceUID']}: {what}{ood}")
-    print(f"wrote {len(result['results'])} result(s), results.json and results.csv to {args.out}")
+    print(infer_summary(result, args.out))
     if args.send_to:
         stored = _client(args, args.send_to).store(result_files(result, args.out))  # C-STORE, or STOW-RS for a URL
         print(f"stored {len(stored)} result object(s) in {args.send_to}")
     return 0
+
+
+def infer_summary(result: dict, out: str | Path) -> str:
+    """One line that sums up an ``infer`` result: series, studies, outcome counts, skipped, where written.
+
+    (Out-of-distribution series are refused before anything is written unless allowed, so a written result only has
+    allowed ones, counted here.)
+    """
+    records = result["results"]
+    studies = {r.get("StudyInstanceUID") for r in records}
+    ood = sum(bool(r.get("out_of_distribution")) for r in records)
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.get("predicted") is not None:
+            counts[str(r["predicted"])] = counts.get(str(r["predicted"]), 0) + 1
+    outcome = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or f"{len(records)} segmented"
+    skipped = len(result.get("skipped_series") or [])
+    return (
+        f"infer: {len(records)} series of {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} -> {outcome}; "
+        f"{ood} out of distribution, {skipped} series skipped; results in {Path(out) / 'results.json'} "
+        f"(and results.csv), {result.get('seconds', 0):.1f} s"
+    )
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
@@ -451,6 +480,40 @@ def _mlflow_options(p: argparse.ArgumentParser, what: str, experiment: str) -> N
     p.add_argument("--mlflow-experiment", default=None, help=f"MLflow experiment name (default: {experiment})")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with the defaults shown (where there is one worth showing) and no reST markup."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = (action.help or "").replace("``", "")
+        if "%(default)" in text or "default:" in text or "default " in text:
+            return text
+        if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(text.replace("``", ""))
+
+
+def _set_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and all its sub-command parsers the :class:`_HelpFormatter`."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _set_formatter(sub)
+
+
+def _default_bundle_root(args: argparse.Namespace) -> None:
+    """Fill ``--bundle-root`` when not given: the bundle configs' default, $MEDMONAI_HOME/<bundle>_<dims>d."""
+    if getattr(args, "bundle_root", "") is not None or not getattr(args, "bundle", None):
+        return
+    folder, implied = resolve_bundle(args.bundle)
+    dims = _key_values(getattr(args, "set", None), "--set").get("spatial_dims", implied.get("spatial_dims"))
+    name = Path(args.bundle).name if Path(args.bundle).name in ALIASES else folder.name
+    args.bundle_root = default_bundle_root(name, None if dims is None else int(dims))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``medmonai`` command."""
     from medmonai import __version__
@@ -463,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ph = sub.add_parser("phantoms", help="generate the synthetic phantom data set (NIfTI / DICOM / PNG + datalist)")
     ph.add_argument("out", help="output folder")
-    ph.add_argument("--dims", type=int, choices=(2, 3), default=3)
-    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--dims", type=int, choices=(2, 3), default=3, help="2D images or 3D volumes")
+    ph.add_argument("--seed", type=int, default=0, help="random seed (the data set is deterministic per seed)")
     ph.add_argument("--subjects", type=int, default=None, help="number of subjects")
     ph.add_argument("--images-per-subject", default=None, help="N or MIN,MAX")
     ph.add_argument("--classes", default=None, help="comma-separated class names (2 or 3)")
@@ -478,13 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("datalist", help="build a datalist JSON from a data source")
     dsub = dl.add_subparsers(dest="source", required=True)
     m = dsub.add_parser("medmnist", help="MedMNIST .npz (2D/3D, grey/RGB): writes image files + datalist")
-    m.add_argument("npz")
+    m.add_argument("npz", help="the MedMNIST .npz file (docs/data.md)")
     m.add_argument("--out", required=True, help="datalist JSON to write")
     m.add_argument("--out-dir", default=None, help="folder for the image files (default: the datalist's folder)")
-    m.add_argument("--classes", default=None)
+    m.add_argument(
+        "--classes", default=None, help="comma-separated class names in label order (default: from the data)"
+    )
     f = dsub.add_parser("folder", help="image folder tree: [split/]class/image")
-    f.add_argument("root")
-    f.add_argument("--out", required=True)
+    f.add_argument("root", help="root folder of the image tree")
+    f.add_argument("--out", required=True, help="datalist JSON to write")
     f_subj = f.add_mutually_exclusive_group()
     f_subj.add_argument(
         "--subject-regex",
@@ -493,22 +558,31 @@ def build_parser() -> argparse.ArgumentParser:
         "group 'subject' (or first group) is the subject id. Default: one subject per file",
     )
     f_subj.add_argument("--subjects-csv", default=None, help="group images into subjects: CSV with path,subject")
-    f.add_argument("--classes", default=None)
+    f.add_argument(
+        "--classes", default=None, help="comma-separated class names in label order (default: from the data)"
+    )
     c = dsub.add_parser("csv", help="CSV with path,label[,subject] columns")
-    c.add_argument("csv")
-    c.add_argument("--out", required=True)
-    c.add_argument("--path-col", default="path")
-    c.add_argument("--label-col", default="label")
-    c.add_argument("--subject-col", default="subject")
-    c.add_argument("--split-col", default=None)
-    c.add_argument("--classes", default=None)
+    c.add_argument("csv", help="the CSV file (paths relative to its folder)")
+    c.add_argument("--out", required=True, help="datalist JSON to write")
+    c.add_argument("--path-col", default="path", help="column of the image paths")
+    c.add_argument("--label-col", default="label", help="column of the labels")
+    c.add_argument("--subject-col", default="subject", help="column of the subject (patient) ids, when present")
+    c.add_argument("--split-col", default=None, help="column naming each row's split (training/validation/test)")
+    c.add_argument(
+        "--classes", default=None, help="comma-separated class names in label order (default: from the data)"
+    )
     d = dsub.add_parser("dicom", help="folder of DICOM files: one entry per series")
-    d.add_argument("folder")
-    d.add_argument("--out", required=True)
+    d.add_argument("folder", help="folder searched recursively for DICOM files")
+    d.add_argument("--out", required=True, help="datalist JSON to write")
     d.add_argument("--labels-csv", default=None, help="CSV with the key column and a label column")
-    d.add_argument("--key", default="PatientID", choices=("PatientID", "StudyInstanceUID", "SeriesInstanceUID"))
-    d.add_argument("--label-col", default="label")
-    d.add_argument("--classes", default=None)
+    d.add_argument(
+        "--key", default="PatientID", choices=("PatientID", "StudyInstanceUID", "SeriesInstanceUID"),
+        help="DICOM attribute that the labels CSV's key column holds",
+    )  # fmt: skip
+    d.add_argument("--label-col", default="label", help="label column of the labels CSV")
+    d.add_argument(
+        "--classes", default=None, help="comma-separated class names in label order (default: from the data)"
+    )
     d.add_argument("--skip-bad", action="store_true", help="skip bad files/series and report them instead of failing")
     d.add_argument(
         "--pseudonym-key-file",
@@ -516,12 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding a secret key: subject = keyed pseudonym (HMAC-SHA256) of the PatientID, not the PatientID",
     )
     s = dsub.add_parser("msd", help="Medical Segmentation Decathlon layout (dataset.json, imagesTr, labelsTr)")
-    s.add_argument("folder")
-    s.add_argument("--out", required=True)
+    s.add_argument("folder", help="the task folder (holding dataset.json)")
+    s.add_argument("--out", required=True, help="datalist JSON to write")
     dl.set_defaults(func=_cmd_datalist)
 
     fp = sub.add_parser("fingerprint", help="dataset fingerprint and preprocessing plan (nnU-Net style)")
-    fp.add_argument("datalist")
+    fp.add_argument("datalist", help="datalist JSON")
     fp.add_argument("--key", default="training", help="split to analyse (training/validation/test/all)")
     fp.add_argument("--out", default=None, help="JSON output (default: fingerprint.json beside the datalist)")
     fp.set_defaults(func=_cmd_fingerprint)
@@ -531,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pre-flight check of a datalist: every image and mask opened and decoded, labels, classes (exit 1 on "
         "problems)",
     )
-    ck.add_argument("datalist")
+    ck.add_argument("datalist", help="datalist JSON")
     ck.add_argument("--key", default="all", help="split to check: training/validation/test, or all (default)")
     ck.add_argument("--dims", type=int, choices=(2, 3), default=None, help="expected spatial dimensions of the images")
     ck.add_argument("--no-decode", action="store_true", help="only check paths and labels (fast)")
@@ -539,9 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
     ck.set_defaults(func=_cmd_check)
 
     de = sub.add_parser("demo", help="end-to-end demo on the embedded phantom data")
-    de.add_argument("--out", default="demo_output")
-    de.add_argument("--dims", type=int, choices=(2, 3), default=3)
-    de.add_argument("--seed", type=int, default=0)
+    de.add_argument(
+        "--out", default=None,
+        help="output folder: phantoms, runs, summary, plots (default: $MEDMONAI_HOME/demo, i.e. ~/.medmonai/demo)",
+    )  # fmt: skip
+    de.add_argument("--dims", type=int, choices=(2, 3), default=3, help="dimensions of the baseline's phantoms")
+    de.add_argument("--seed", type=int, default=0, help="random seed of data and training")
     de.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
     _mlflow_options(de, "summary.json and the plots", "demo")
     de.set_defaults(func=_cmd_demo)
@@ -551,15 +628,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cv.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
     cv.add_argument(
-        "--scheme", default="kfold", choices=("kfold", "repeated_kfold", "loo", "loso", "groupkfold", "holdout")
-    )
+        "--scheme", default="kfold", choices=SCHEMES,
+        help="split scheme: stratified k-fold, repeated k-fold, leave-one-out, leave-one-subject-out, group "
+        "k-fold, holdout",
+    )  # fmt: skip
     cv.add_argument("--folds", type=int, default=5, help="number of folds (k-fold schemes)")
     cv.add_argument("--repeats", type=int, default=1, help="repeats of repeated_kfold")
-    cv.add_argument("--bundle-root", default=".", help="the bundle's bundle_root: outputs in BUNDLE_ROOT/runs/cv")
-    cv.add_argument("--datalist", default=None, help="datalist JSON (default: the bundle's phantom data)")
-    cv.add_argument("--seed", type=int, default=None)
     cv.add_argument(
-        "--classifier", default=None, choices=("logreg_l2", "logreg_l1", "linear_svm"),
+        "--bundle-root", default=None,
+        help="the bundle's bundle_root: outputs in BUNDLE_ROOT/runs/cv (default: the bundle's, "
+        "$MEDMONAI_HOME/<bundle>_<dims>d)",
+    )  # fmt: skip
+    cv.add_argument("--datalist", default=None, help="datalist JSON (default: the bundle's phantom data)")
+    cv.add_argument("--seed", type=int, default=None, help="random seed of splits and training (default: the bundle's)")
+    cv.add_argument(
+        "--classifier", default=None, choices=CLASSIFIERS,
         help="deep-features path: features from the bundle's network once, this classifier per fold (fast LOO)",
     )  # fmt: skip
     cv.add_argument("--tta-flip-axes", default=None, help="test-time mirroring axes, e.g. 0")
@@ -570,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle override (repeatable), e.g. --set max_epochs=20 --set group_key=site",
     )  # fmt: skip
     cv.add_argument(
-        "--synthetic-mode", default="none", choices=("none", "balance", "fraction"),
+        "--synthetic-mode", default="none", choices=SYNTHETIC_MODES,
         help="add GAN images to each fold's training part; the GAN is trained per fold on that part only",
     )  # fmt: skip
     cv.add_argument(
@@ -583,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="GAN bundle override (repeatable), e.g. --gan-set max_epochs=50",
     )  # fmt: skip
     cv.add_argument(
-        "--feature-gan", default="none", choices=("none", "balance", "fraction"),
+        "--feature-gan", default="none", choices=SYNTHETIC_MODES,
         help="with --classifier: add synthetic feature vectors from a feature GAN trained per fold",
     )  # fmt: skip
     cv.add_argument("--feature-gan-ratio", type=float, default=1.0, help="the ratio of --feature-gan")
@@ -591,13 +674,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(func=_cmd_cv)
 
     ap = sub.add_parser("augment-preview", help="PNG grid of an augmentation preset applied to a datalist's images")
-    ap.add_argument("datalist")
-    ap.add_argument("--preset", default="medium", choices=("none", "light", "medium", "strong"))
-    ap.add_argument("--dims", type=int, choices=(2, 3), default=2)
+    ap.add_argument("datalist", help="datalist JSON")
+    ap.add_argument(
+        "--preset", default="medium", choices=tuple(LEVELS), help="augmentation level (docs/augmentation.md)"
+    )
+    ap.add_argument("--dims", type=int, choices=(2, 3), default=2, help="spatial dimensions of the images")
     ap.add_argument("--n", type=int, default=8, help="images (rows): the first N of the split")
     ap.add_argument("--draws", type=int, default=4, help="augmented draws per image (columns after the original)")
     ap.add_argument("--key", default="training", help="datalist split")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="random seed of the draws")
     ap.add_argument("--size", default=None, help="centre crop/pad to this size, e.g. 64,64")
     ap.add_argument("--out", default="augmentation_preview.png", help="PNG to write")
     ap.set_defaults(func=_cmd_augment_preview)
@@ -619,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--image-size", type=int, default=112, help="input size of the feature network")
     au.add_argument("--pixel-size", type=int, default=32, help="size per axis of the pixel-space comparison")
     au.add_argument("--pairs", type=int, default=16, help="closest pairs shown in the PNG")
-    au.add_argument("--device", default="cpu")
+    au.add_argument("--device", default="cpu", help="device of the feature network, e.g. cpu, cuda:0")
     au.add_argument("--fail-on-copies", action="store_true", help="exit status 1 when a near-copy is flagged")
     au.set_defaults(func=_cmd_audit_synthetic)
 
@@ -642,7 +727,10 @@ def build_parser() -> argparse.ArgumentParser:
     def clinical_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
         sp.add_argument("--out", required=True, help="output folder")
-        sp.add_argument("--bundle-root", default=".", help="the bundle_root the bundle was trained with (runs/)")
+        sp.add_argument(
+            "--bundle-root", default=None,
+            help="the bundle_root the bundle was trained with (default: the bundle's, $MEDMONAI_HOME/<bundle>_<dims>d)",
+        )  # fmt: skip
         sp.add_argument(
             "--model", default=None,
             help="weights: a checkpoint .pt (default runs/checkpoints/model.pt) or TorchScript .ts (e.g. the "
@@ -711,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser(
         "pacs", help="DICOM network: echo, store, find, get, move (DIMSE with pynetdicom, or DICOMweb for a URL)"
     )
-    pa.add_argument("action", choices=("echo", "store", "find", "get", "move"))
+    pa.add_argument("action", choices=("echo", "store", "find", "get", "move"), help="the DICOM service to use")
     pa.add_argument(
         "node", metavar="AET@HOST:PORT|URL",
         help="the PACS, e.g. ORTHANC@127.0.0.1:4242 (DIMSE), or a DICOMweb URL, e.g. http://127.0.0.1:8042/dicom-web "
@@ -732,7 +820,10 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export a trained bundle's network to ONNX (or TorchScript), checked against the checkpoint"
     )
     ex.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
-    ex.add_argument("--bundle-root", default=".", help="the bundle_root the bundle was trained with (runs/)")
+    ex.add_argument(
+        "--bundle-root", default=None,
+        help="the bundle_root the bundle was trained with (default: the bundle's, $MEDMONAI_HOME/<bundle>_<dims>d)",
+    )  # fmt: skip
     ex.add_argument("--out", required=True, help="output file, e.g. model.onnx (report beside it: OUT.json)")
     ex.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="default: %(default)s")
     ex.add_argument("--model", default=None, help="checkpoint .pt (default: runs/checkpoints/model.pt)")
@@ -742,6 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--atol", type=float, default=1e-4, help="check: absolute tolerance (default: %(default)s)")
     ex.add_argument("--rtol", type=float, default=1e-3, help="check: relative tolerance (default: %(default)s)")
     ex.set_defaults(func=_cmd_export)
+    _set_formatter(p)
     return p
 
 
@@ -758,6 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
+        _default_bundle_root(args)
         return int(args.func(args) or 0)
     except (DatalistError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:  # ImportError: an extra
         if args.verbose:

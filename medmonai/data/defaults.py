@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medmonai.utils import PathLike
 
-__all__ = ["resolve_datalist", "select_keys", "optional_split"]
+__all__ = ["resolve_datalist", "select_keys", "optional_split", "held_out_entries"]
 
 
 def resolve_datalist(
@@ -59,3 +59,20 @@ def optional_split(datalist_file: str, key: str = "test") -> list[dict[str, Any]
     if not isinstance(load_datalist_file(datalist_file).get(key), list):
         return []
     return load_datalist(datalist_file, key)
+
+
+def held_out_entries(split: Mapping[str, Sequence[dict[str, Any]]], datalist_file: str) -> list[dict[str, Any]]:
+    """Every case a model is judged on: the validation part of ``split`` plus the datalist's test split.
+
+    Synthetic training data is refused when its generator saw one of these
+    (:func:`medmonai.data.synthetic.add_synthetic`), so this set must hold all of them; one function, so that no
+    config assembles it differently.
+
+    Args:
+        split: the training/validation split of the training data (``{"training": [...], "validation": [...]}``).
+        datalist_file: the datalist whose ``test`` split (if any) is held out as well.
+
+    Returns:
+        The validation entries followed by the test entries.
+    """
+    return [*split.get("validation", []), *optional_split(datalist_file, "test")]

@@ -1,4 +1,4 @@
-"""Dataset fingerprint and preprocessing plan, following nnU-Net's "fingerprint → plan" rules.
+"""Dataset fingerprint (the statistics that nnU-Net's "fingerprint → plan" rules read).
 
 :func:`compute_fingerprint` loads every image once (no resampling) and records its geometry (shape and spacing in
 RAS axis order, whatever the storage orientation), modality and intensity statistics, plus dataset-level
@@ -7,26 +7,13 @@ normalization, orientation) with a human-readable reason for every choice; the p
 :func:`medmonai.transforms.preprocessing.build_preprocessing`. :func:`fingerprint_datalist` does both for a datalist
 split and :func:`write_fingerprint` stores the result as JSON.
 
-Rules (after Isensee et al., nnU-Net, Nature Methods 2021, and the nnU-Net v2 ``ExperimentPlanner``):
-
-- target spacing = median spacing per axis; if the coarsest axis is more than 3x coarser than the others *and*
-  has fewer than a third of their voxels, its target spacing is the 10th percentile of that axis' spacings
-  (but never finer than the other axes);
-- input size = median image shape after resampling to the target spacing, rounded up to a multiple of ``divisor``
-  and capped by a voxel budget by shrinking the largest axes; when that cap would centre-crop away much of the
-  field of view (less than :data:`MIN_KEPT_FRACTION` of the median resampled extent along an axis, or of the
-  area/volume), the target spacing is coarsened instead until the whole median image fits the budget (like
-  nnU-Net's low-resolution configuration: the finest axes first);
-- normalization: CT → clip to the pooled foreground 0.5/99.5 percentiles and z-score with the pooled foreground
-  mean/std (``CTNormalization``); without masks the statistics are taken over the in-field voxels: the DICOM
-  ``PixelPaddingValue`` (/``PixelPaddingRangeLimit``) or, without it, the out-of-field constant (the image minimum,
-  below -1000 HU, filling a border-connected region of at least 1 % of the image) are excluded; MR and other
-  modalities → per-image z-score (over the non-zero region when cropping to it would remove more than a quarter of
-  the image, as nnU-Net's ``use_mask_for_norm``); 8-bit 2D images → 0..255 to 0..1; mixed modalities → per-image
-  z-score;
-- channels: ``in_channels`` follows the data: 2D data with any colour image (channels that differ) → 3 (RGB; grey
-  images replicated to three channels); grey data (also RGB images with R = G = B) → 1; an alpha channel is
-  dropped and said so; other data → its channel count.
+The plan rules live in :mod:`medmonai.data.planning` (one named rule function per decision, composed by
+:class:`~medmonai.data.planning.Planner`); :func:`plan_from_fingerprint` and the planning constants are re-exported
+here. The fingerprint's own rules: the statistics for CT normalization are pooled over the mask foreground; without
+masks over the in-field voxels: the DICOM ``PixelPaddingValue`` (/``PixelPaddingRangeLimit``) or, without it, the
+out-of-field constant (the image minimum, below -1000 HU, filling a border-connected region of at least 1 % of the
+image) are excluded (:func:`padding_mask`); a 2D image with three channels that differ is colour, and the last
+channel of a 2- or 4-channel 2D image is alpha (left out of the statistics).
 
 Differences to nnU-Net: shapes/spacings are those of the stored images (nnU-Net uses shapes after cropping to the
 non-zero region); multi-channel images are pooled over channels (alpha excluded); 2D images keep their storage axis
@@ -35,6 +22,7 @@ order.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import Counter
@@ -42,8 +30,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+from monai.data.utils import to_affine_nd
+from monai.transforms import Compose
+from scipy import ndimage
+from tqdm.auto import tqdm
 
+from medmonai.data.datalist import class_names, load_datalist, load_datalist_file
+from medmonai.data.planning import (
+    ANISOTROPY_THRESHOLD,
+    DEFAULT_DIVISOR,
+    DEFAULT_MAX_VOXELS,
+    MIN_KEPT_FRACTION,
+    Planner,
+    plan_from_fingerprint,
+)
+from medmonai.transforms.io import load_image_transforms
 from medmonai.utils import PathLike, atomic_write_json
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "compute_fingerprint",
     "image_fingerprint",
     "plan_from_fingerprint",
+    "Planner",
     "fingerprint_datalist",
     "write_fingerprint",
     "normalize_modality",
@@ -64,12 +68,8 @@ __all__ = [
     "require_grey",
 ]
 
-ANISOTROPY_THRESHOLD = 3.0
 #: Version of the fingerprint record layout (2: channels/colour/alpha, padding, ``in_channels`` in the plan).
 FINGERPRINT_VERSION = 2
-#: Centre-cropping that keeps less than this fraction of the median field of view (per axis, or of the
-#: area/volume) is replaced by a coarser target spacing.
-MIN_KEPT_FRACTION = 0.5
 #: Out-of-field padding heuristic: the constant must lie below this value (HU; air is -1000) ...
 PADDING_MAX_VALUE = -1000.0
 #: ... and its border-connected region must cover at least this fraction of the image.
@@ -77,10 +77,6 @@ PADDING_MIN_FRACTION = 0.01
 #: A 2D image with three channels is colour when the mean channel spread exceeds this fraction of its range
 #: (0.004 ~ one grey level of 255: JPEG chroma noise on a grey image stays below it).
 COLOUR_MIN_SPREAD = 0.004
-#: Default size divisor per spatial dimensionality (3D: 3 poolings like nnU-Net's hippocampus plan; 2D: 4).
-DEFAULT_DIVISOR: dict[int, int] = {2: 16, 3: 8}
-#: Default voxel budget of the input size per spatial dimensionality.
-DEFAULT_MAX_VOXELS: dict[int, int] = {2: 256**2, 3: 128**3}
 _PERCENTILES = (0.5, 50.0, 99.5)
 _MODALITY_ALIASES = {"MRI": "MR", "8BIT": "8bit", "OT8": "8bit", "CTA": "CT"}
 
@@ -103,14 +99,6 @@ def normalize_modality(value: Any) -> str | None:
         return None
     up = s.upper()
     return _MODALITY_ALIASES.get(up, up)
-
-
-def _modality_category(modality: str) -> str:
-    if modality == "CT":
-        return "CT"
-    if modality == "8bit":
-        return "8bit"
-    return "zscore"
 
 
 def _stats(v: np.ndarray) -> dict[str, float] | None:
@@ -148,9 +136,6 @@ def _ras_geometry(affine: np.ndarray, spatial_shape: Sequence[int]) -> dict[str,
     2D images keep their storage axis order (a projection image has no RAS axis order; its plane may be coronal
     or sagittal): their spacing is the length of the first two columns of the full (3D) affine.
     """
-    import nibabel as nib
-    from monai.data.utils import to_affine_nd
-
     sd = len(spatial_shape)
     labels = (("L", "R"), ("P", "A"), ("I", "S"))
     aff = np.asarray(affine, dtype=np.float64)
@@ -210,8 +195,6 @@ def _heuristic_modality(arr: np.ndarray, integer_valued: bool, spatial_dims: int
 
 def _border_connected(eq: np.ndarray) -> np.ndarray:
     """Voxels of the boolean 2D plane ``eq`` connected to its border (within ``eq``)."""
-    from scipy import ndimage
-
     lab, n = ndimage.label(eq)
     if n == 0:
         return np.zeros_like(eq)
@@ -429,11 +412,6 @@ def compute_fingerprint(
         FingerprintError: if an image cannot be loaded or fingerprinted (the message names the file), if the list
             is empty, or if 2D and 3D images are mixed.
     """
-    from monai.transforms import Compose
-    from tqdm.auto import tqdm
-
-    from medmonai.transforms.io import load_image_transforms
-
     if len(entries) == 0:
         raise FingerprintError("cannot fingerprint an empty list of entries")
     loaders = Compose(load_image_transforms(image_key, [mask_key] if mask_key else [], image_only=True))
@@ -555,274 +533,6 @@ def compute_fingerprint(
     }
 
 
-def _fmt(values: Sequence[float], nd: int = 3) -> str:
-    return "(" + ", ".join(f"{v:.{nd}g}" for v in values) + ")"
-
-
-def _plan_channels(fp: Mapping[str, Any], sd: int) -> tuple[int, int | None, list[str]]:
-    """``(in_channels, channels for build_preprocessing, reasons)`` from the fingerprint's channel records."""
-    counts = {int(k): int(v) for k, v in dict(fp.get("channels", {})).items()}
-    if not counts:
-        return 1, None, ["channels: unknown (no channel counts in the fingerprint): in_channels 1"]
-    n = sum(counts.values())
-    reasons: list[str] = []
-    if sd == 2 and set(counts) <= {1, 2, 3, 4}:
-        n_colour = fp.get("colour_images")
-        if n_colour is None:  # older fingerprint: every 3/4-channel image counts as colour
-            n_colour = counts.get(3, 0) + counts.get(4, 0)
-        stored = ", ".join(f"{v} with {k}" for k, v in sorted(counts.items()))
-        if n_colour:
-            in_channels, channels = 3, 3
-            n_grey = n - int(n_colour)
-            reasons.append(
-                f"channels: {n_colour} of {n} images are colour (stored channels: {stored}): in_channels 3 (RGB)"
-                + (f"; the {n_grey} grey image(s) are replicated to 3 channels" if n_grey else "")
-            )
-        elif set(counts) != {1}:
-            in_channels, channels = 1, 1
-            reasons.append(
-                f"channels: no image holds colour (stored channels: {stored}; R = G = B in every multi-channel "
-                "image): converted to one grey channel without loss, in_channels 1"
-            )
-        else:
-            in_channels, channels = 1, None
-            reasons.append(f"channels: all {n} images have one (grey) channel: in_channels 1")
-        alpha = dict(fp.get("alpha_images") or {})
-        n_alpha = int(alpha.get("n", counts.get(2, 0) + counts.get(4, 0)))
-        if n_alpha:
-            varying = alpha.get("varying")
-            reasons.append(
-                f"alpha: {n_alpha} image(s) have an alpha (transparency) channel"
-                + (f", {varying} of them not fully constant" if varying else ", constant (no information)")
-                + ": it is dropped, the grey/colour channels are used as stored"
-                + ("; composite the images first if the transparency carries information" if varying else "")
-            )
-        return in_channels, channels, reasons
-    if len(counts) == 1:
-        c = next(iter(counts))
-        reasons.append(f"channels: all {n} images have {c} channel(s): in_channels {c}")
-        return c, None, reasons
-    reasons.append(
-        f"channels: mixed channel counts {counts} are not harmonised (they cannot be batched together): check the "
-        f"data; in_channels {max(counts)}"
-    )
-    return max(counts), None, reasons
-
-
-def plan_from_fingerprint(
-    fp: Mapping[str, Any],
-    spatial_dims: int | None = None,
-    max_patch_voxels: int | None = None,
-    divisor: int | None = None,
-) -> dict[str, Any]:
-    """Derive a preprocessing plan from a fingerprint (nnU-Net rules, see the module docstring).
-
-    Args:
-        fp: the result of :func:`compute_fingerprint` (or a fingerprint result with a ``fingerprint`` key).
-        spatial_dims: expected dimensionality (checked against the fingerprint).
-        max_patch_voxels: voxel budget of the input size (default ``128**3`` in 3D, ``256**2`` in 2D).
-        divisor: every input size is a multiple of it (a power of two: 2 ** number of down-samplings;
-            default 8 in 3D, 16 in 2D).
-
-    Returns:
-        The plan: ``spatial_dims``, ``target_spacing``, ``orientation``, ``spatial_size``, ``size_mode``,
-        ``normalization``, ``denoise``, ``channels`` (consumed by
-        :func:`~medmonai.transforms.preprocessing.build_preprocessing`), ``in_channels`` (the network's input
-        channels after preprocessing), plus ``divisor``, ``max_patch_voxels``,
-        ``median_shape_resampled``, ``anisotropic`` and ``reasons`` (one string per choice).
-
-    Raises:
-        ValueError: for an inconsistent ``spatial_dims`` or an invalid divisor/budget.
-    """
-    if "fingerprint" in fp and isinstance(fp["fingerprint"], Mapping):
-        fp = fp["fingerprint"]
-    sd = int(fp["spatial_dims"])
-    if spatial_dims is not None and int(spatial_dims) != sd:
-        raise ValueError(f"the fingerprint is {sd}D but spatial_dims={spatial_dims} was requested")
-    divisor = int(divisor if divisor is not None else DEFAULT_DIVISOR[sd])
-    if divisor < 1 or divisor & (divisor - 1):
-        raise ValueError(f"divisor must be a power of two >= 1, got {divisor}")
-    budget = int(max_patch_voxels if max_patch_voxels is not None else DEFAULT_MAX_VOXELS[sd])
-    if budget < divisor**sd:
-        raise ValueError(f"max_patch_voxels={budget} is smaller than one divisor block ({divisor}**{sd})")
-    axes = "LR/PA/IS".split("/") if sd == 3 else ["i", "j"]
-    records = fp["images"]
-    spacings = np.array([r["spacing"] for r in records], dtype=np.float64)
-    shapes = np.array([r["shape"] for r in records], dtype=np.float64)
-    reasons: list[str] = []
-
-    # --- target spacing -------------------------------------------------------------------------------------
-    target = np.median(spacings, axis=0)
-    median_shape = np.median(shapes, axis=0)
-    reasons.append(
-        f"target spacing: median spacing per axis {_fmt(target)} mm (axes {', '.join(axes)}"
-        f"{', RAS order' if sd == 3 else ' as stored'}) "
-        f"over {len(records)} images"
-    )
-    worst = int(np.argmax(target))
-    others = [a for a in range(sd) if a != worst]
-    anisotropic = False
-    if others:
-        max_other_spacing = max(target[a] for a in others)
-        min_other_size = min(median_shape[a] for a in others)
-        aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max_other_spacing
-        aniso_voxels = median_shape[worst] * ANISOTROPY_THRESHOLD < min_other_size
-        if aniso_spacing and aniso_voxels:
-            anisotropic = True
-            p10 = float(np.percentile(spacings[:, worst], 10))
-            new = max(p10, max_other_spacing + 1e-5) if p10 < max_other_spacing else p10
-            reasons.append(
-                f"anisotropic data: axis {axes[worst]} median spacing {target[worst]:.3g} mm is > "
-                f"{ANISOTROPY_THRESHOLD:g}x the other axes' ({max_other_spacing:.3g} mm) and its median size "
-                f"{median_shape[worst]:.0f} is < 1/{ANISOTROPY_THRESHOLD:g} of the others' ({min_other_size:.0f}): "
-                f"its target spacing is the 10th percentile of its spacings, {new:.3g} mm (nnU-Net rule)"
-            )
-            target[worst] = new
-        elif aniso_spacing:
-            reasons.append(
-                f"axis {axes[worst]} is > {ANISOTROPY_THRESHOLD:g}x coarser but has enough voxels "
-                f"({median_shape[worst]:.0f}): median spacing kept"
-            )
-    target = np.round(target, 6)
-
-    # --- input size ---------------------------------------------------------------------------------------------
-    def _median_resampled(spacing: np.ndarray) -> np.ndarray:
-        return np.median(np.round(shapes * spacings / spacing[None, :]), axis=0)
-
-    def _round_up(shape: np.ndarray) -> list[int]:
-        return [max(divisor, int(math.ceil(s / divisor) * divisor)) for s in shape]
-
-    med_res = _median_resampled(target)
-    size = _round_up(med_res)
-    reasons.append(
-        f"spatial size: median shape after resampling to the target spacing {_fmt(med_res, 4)} rounded up to a "
-        f"multiple of {divisor} -> {tuple(size)}"
-    )
-    if int(np.prod(size)) > budget:
-        before = tuple(size)
-        while int(np.prod(size)) > budget and max(size) > divisor:
-            ratios = [size[a] / max(med_res[a], 1.0) for a in range(sd)]
-            biggest = max(size)
-            axis = max((a for a in range(sd) if size[a] == biggest), key=lambda a: ratios[a])
-            size[axis] -= divisor
-        kept = [min(1.0, size[a] / max(med_res[a], 1.0)) for a in range(sd)]
-        kept_all = float(np.prod(kept))
-        if min(kept) < MIN_KEPT_FRACTION or kept_all < MIN_KEPT_FRACTION:
-            # a centre crop this large removes most of the anatomy: coarsen the spacing instead (nnU-Net lowres
-            # rule: axes finer than half the coarsest spacing first, then all axes), until the median image fits
-            old_target = target.copy()
-            worst_axis = int(np.argmin(kept))
-            for _ in range(5000):
-                fine = target < 0.5 * target.max()
-                target = target * np.where(fine, 1.03, 1.0) if fine.any() else target * 1.03
-                med_res = _median_resampled(target)
-                size = _round_up(med_res)
-                if int(np.prod(size)) <= budget:
-                    break
-            target = np.round(target, 6)
-            med_res = _median_resampled(target)
-            size = _round_up(med_res)
-            reasons.append(
-                f"spatial size {before} exceeds the budget of {budget} voxels; shrinking it to the budget would "
-                f"centre-crop the median image to {kept[worst_axis]:.0%} of its extent along axis "
-                f"{axes[worst_axis]} ({kept_all:.0%} of its {'area' if sd == 2 else 'volume'}; the minimum is "
-                f"{MIN_KEPT_FRACTION:.0%}): the target spacing is coarsened from {_fmt(old_target)} to "
-                f"{_fmt(target)} mm instead (finest axes first, nnU-Net low-resolution rule), so that the whole "
-                f"median field of view {_fmt(med_res, 4)} fits in {tuple(size)} "
-                "(give target_spacing/spatial_size, a larger max_patch_voxels or patch-based training for more detail)"
-            )
-        else:
-            reasons.append(
-                f"spatial size {before} exceeds the budget of {budget} voxels: largest axes shrunk to {tuple(size)}; "
-                f"the median image is centre-cropped to {_fmt([100 * k for k in kept])} % of its extent per axis "
-                f"({kept_all:.0%} of its {'area' if sd == 2 else 'volume'}, at least {MIN_KEPT_FRACTION:.0%} kept; "
-                "use size_mode='resize', a coarser target spacing, a larger max_patch_voxels or patch-based "
-                "training to keep the whole field of view)"
-            )
-    else:
-        reasons.append(f"spatial size {tuple(size)} is within the budget of {budget} voxels")
-
-    # --- normalization -------------------------------------------------------------------------------------------
-    modalities: dict[str, int] = dict(fp.get("modality_counts", {}))
-    categories = Counter()
-    for mod, n in modalities.items():
-        categories[_modality_category(mod)] += n
-    sources = fp.get("modality_sources", {})
-    src_txt = ", ".join(f"{k}: {v}" for k, v in sources.items())
-    nz = float(fp.get("nonzero_bbox_fraction", {}).get("median", 1.0))
-    normalization: dict[str, Any]
-    if len(categories) == 1 and "CT" in categories:
-        it = fp["intensity"]
-        normalization = {
-            "preset": "ct_clip_zscore",
-            "lower": round(it["percentile_00_5"], 4),
-            "upper": round(it["percentile_99_5"], 4),
-            "mean": round(it["mean"], 4),
-            "std": round(it["std"], 4),
-        }
-        reasons.append(
-            f"normalization: all images are CT (modality from {src_txt}): nnU-Net CT normalization, clip to the "
-            f"pooled {it['source']} 0.5/99.5 percentiles [{it['percentile_00_5']:.1f}, {it['percentile_99_5']:.1f}]"
-            f" HU and z-score with their mean {it['mean']:.1f} / std {it['std']:.1f}"
-            + ("" if it["source"] == "foreground" else f" (no masks for every image: statistics over {it['source']})")
-        )
-        pad = dict(fp.get("padding") or {})
-        if pad.get("n_images"):
-            values = ", ".join(f"{v} HU in {n}" for v, n in pad.get("values", {}).items())
-            srcs = ", ".join(f"{k}: {v}" for k, v in pad.get("sources", {}).items())
-            found = (
-                f"{pad['n_images']} of {len(records)} images have padding outside the field of view ({values}; found "
-                f"by {srcs}; a median {pad.get('median_fraction', 0):.0%} of their voxels)"
-            )
-            if it["source"] == "foreground":
-                reasons.append(f"padding: {found}; not in the statistics (they use the mask foreground)")
-            else:
-                reasons.append(f"padding excluded from the CT statistics: {found}")
-    elif len(categories) == 1 and "8bit" in categories:
-        normalization = {"preset": "scale255"}
-        reasons.append(f"normalization: all images are 8-bit (modality from {src_txt}): scale 0..255 to 0..1")
-    else:
-        nonzero = nz < 0.75
-        normalization = {"preset": "zscore", "nonzero": bool(nonzero), "channel_wise": True}
-        what = "all images are " + "/".join(modalities) if len(categories) == 1 else f"mixed modalities {modalities}"
-        reasons.append(
-            f"normalization: {what} (modality from {src_txt}): per-image z-score"
-            + (
-                f" over the non-zero voxels (cropping to the non-zero region keeps a median {nz:.0%} of the image,"
-                " < 75%)"
-                if nonzero
-                else f" over all voxels (the non-zero region covers a median {nz:.0%} of the image)"
-            )
-        )
-
-    # --- orientation and channels -------------------------------------------------------------------------------
-    orientation = "RAS" if sd == 3 else None
-    reasons.append(
-        "orientation: re-orient 3D images to RAS so that axes (and the target spacing) match across images"
-        if sd == 3
-        else "orientation: none for 2D images (projection images are kept as stored)"
-    )
-    in_channels, channels, channel_reasons = _plan_channels(fp, sd)
-    reasons.extend(channel_reasons)
-
-    return {
-        "spatial_dims": sd,
-        "target_spacing": [float(t) for t in target],
-        "orientation": orientation,
-        "spatial_size": [int(s) for s in size],
-        "size_mode": "crop_pad",
-        "normalization": normalization,
-        "denoise": None,
-        "channels": channels,
-        "in_channels": in_channels,
-        "divisor": divisor,
-        "max_patch_voxels": budget,
-        "median_shape_resampled": [float(s) for s in med_res],
-        "anisotropic": anisotropic,
-        "reasons": reasons,
-    }
-
-
 def require_grey(plan: Mapping[str, Any], what: str) -> int:
     """Return ``1`` (the ``channels`` setting) for a consumer that only handles grey images, or refuse colour data.
 
@@ -864,8 +574,6 @@ def fingerprint_datalist(
     Returns:
         ``{"fingerprint": ..., "plan": ..., "datalist": str(datalist_path), "key": key}``.
     """
-    from medmonai.data.datalist import class_names, load_datalist, load_datalist_file
-
     raw = load_datalist_file(datalist_path)
     entries = load_datalist(datalist_path, key=key)
     fp = compute_fingerprint(
@@ -905,8 +613,6 @@ def ensure_plan(
     Returns:
         The plan dict (consumable by :func:`medmonai.transforms.preprocessing.build_preprocessing`).
     """
-    import json
-
     datalist_path = Path(datalist_path)
     out = Path(out) if out is not None else datalist_path.with_name("fingerprint.json")
     result = None

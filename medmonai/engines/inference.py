@@ -115,14 +115,16 @@ def predict_to_files(
         if rule is not None:
             thr_source = f"decision rule '{rule['method']}' chosen on validation data ({eval_report})"
     if len(classes) == 2:
+        # the report's rule names its positive class (not always index 1): the one decision rule of
+        # medmonai.metrics.clinical, with the threshold chosen on validation data
+        rule = {"threshold": 0.5, "positive_class": 1}
         threshold, thr_source = 0.5, "default 0.5 (no evaluation report with a validation-chosen threshold)"
         if eval_report and Path(eval_report).is_file():
-            rep = json.loads(Path(eval_report).read_text(encoding="utf-8"))
-            thr = rep.get("threshold")
-            value = thr.get("threshold") if isinstance(thr, dict) else thr
-            if value is not None:
-                threshold, thr_source = float(value), f"chosen on validation data ({eval_report})"
-    preds = apply_decision_rule(probs, threshold if threshold is not None else rule)
+            recorded = decision_rule_from_report(json.loads(Path(eval_report).read_text(encoding="utf-8")))
+            if recorded is not None and recorded.get("threshold") is not None:
+                rule, threshold = recorded, float(recorded["threshold"])
+                thr_source = f"chosen on validation data ({eval_report})"
+    preds = apply_decision_rule(probs, rule)
     meta_keys = ("StudyInstanceUID", "SeriesInstanceUID")
     rows = []
     for i, e in enumerate(entries):
@@ -145,7 +147,7 @@ def predict_to_files(
         "classes": list(classes),
         "threshold": threshold,
         "threshold_source": thr_source,
-        "decision_rule": rule,
+        "decision_rule": rule if len(classes) > 2 else None,
         "n_cases": len(rows),
         "input_check": {
             "checked": record is not None,

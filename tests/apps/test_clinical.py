@@ -92,6 +92,13 @@ def test_classification_cli_writes_sr_and_tables_without_touching_inputs_or_leak
         assert back["probabilities"] == pytest.approx(probs, abs=1e-6)
         assert back["predicted"] == rec["predicted"] and back["threshold"] == pytest.approx(result["threshold"])
         assert back["algorithm"] == "classification_2d" and back["version"] == meta["version"]
+    # the one-line summary: series, studies, the outcome counts, where the results are
+    summary = [line for line in printed.out.splitlines() if line.startswith("infer: ")]
+    assert len(summary) == 1, printed.out
+    counts = {c: sum(r["predicted"] == c for r in result["results"]) for c in result["classes"]}
+    assert f"infer: {len(series)} series of 1 study -> " in summary[0]
+    assert ", ".join(f"{n} {c}" for c, n in sorted(counts.items()) if n) in summary[0]
+    assert str(out / "results.json") in summary[0]
     # no patient name or id in the logs (even at DEBUG), the console output or the result tables
     assert "wrote results for" in caplog.text and "series " in caplog.text  # the logs were captured
     _no_patient_data(

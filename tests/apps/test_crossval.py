@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medmonai.apps.crossval import run_crossval
-from medmonai.apps.demo import bundles_dir
+from medmonai.bundles import bundles_dir
 from medmonai.cli.main import main
 from medmonai.data.datalist import load_datalist
 from medmonai.data.defaults import resolve_datalist
@@ -64,14 +64,16 @@ def test_kfold_folds_are_subject_disjoint_and_complete(phantoms, kfold_run):
 
 
 def test_exported_ensemble_reproduces_the_ensemble_report(phantoms, kfold_run):
-    from medmonai.apps.crossval import parse_bundle
+    from medmonai.bundles import parse_bundle
 
     root, report = kfold_run
     cv_dir = root / "runs" / "cv"
     rows = _rows(cv_dir / "ensemble" / "predictions.csv")
     test = load_datalist(phantoms, "test")
     assert len(rows) == len(test) == report["ensemble"]["n"]
-    parser = parse_bundle(BUNDLE, {"bundle_root": str(root), "datalist": phantoms, "n_folds": 3, **FAST})
+    parser = parse_bundle(
+        BUNDLE, ("train", "crossval"), {"bundle_root": str(root), "datalist": phantoms, "n_folds": 3, **FAST}
+    )
     transform = parser.get_parsed_content("preprocessing")
     x = torch.stack([torch.as_tensor(transform({"image": e["image"]})["image"]) for e in test]).float()
     model = torch.jit.load(str(cv_dir / "ensemble" / "model.ts"))

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from medmonai.apps.crossval import parse_bundle, run_crossval
-from medmonai.apps.demo import bundles_dir
+from medmonai.apps.crossval import run_crossval
+from medmonai.bundles import bundles_dir, parse_bundle
 from medmonai.data.defaults import resolve_datalist
 from medmonai.data.synthetic import SyntheticDataError
 from medmonai.engines.crossval import fold_dir, fold_done
@@ -54,8 +54,8 @@ def test_fold_training_gets_the_requested_synthetic_fraction(synthetic_cv):
     cv_dir = root / "runs" / "cv"
     syn = fold_dir(cv_dir, 0) / "gan" / "runs" / "synthetic" / "datalist.json"
     common = {"bundle_root": str(root), "datalist": data, "n_folds": 2, **FAST, "fold": 0}
-    parser = parse_bundle(BUNDLE, {**common, "synthetic_datalist": str(syn), "synthetic_mode": "fraction",
-                                   "synthetic_ratio": 0.5})  # fmt: skip
+    overrides = {**common, "synthetic_datalist": str(syn), "synthetic_mode": "fraction", "synthetic_ratio": 0.5}
+    parser = parse_bundle(BUNDLE, ("train", "crossval"), overrides)
     entries = parser.get_parsed_content("train_entries")
     n_real = len(parser.get_parsed_content("split")["training"])
     synthetic = [e for e in entries if "synthetic" in os.path.basename(e["image"])]
@@ -69,7 +69,9 @@ def test_another_folds_gan_is_refused_as_a_leak(synthetic_cv):
     cv_dir = root / "runs" / "cv"
     syn = fold_dir(cv_dir, 0) / "gan" / "runs" / "synthetic" / "datalist.json"
     common = {"bundle_root": str(root), "datalist": data, "n_folds": 2, **FAST, "fold": 1}
-    parser = parse_bundle(BUNDLE, {**common, "synthetic_datalist": str(syn), "synthetic_mode": "fraction"})
+    parser = parse_bundle(
+        BUNDLE, ("train", "crossval"), {**common, "synthetic_datalist": str(syn), "synthetic_mode": "fraction"}
+    )
     with pytest.raises(Exception) as info:  # MONAI wraps it in a RuntimeError
         parser.get_parsed_content("train_entries")
     chain, err = [], info.value

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from medmonai import __version__
-from medmonai.cli.main import main
+from medmonai.bundles import bundles_dir
+from medmonai.cli.main import _default_bundle_root, build_parser, main
 from medmonai.data.datalist import load_datalist, load_datalist_file
+from medmonai.data.splits import SCHEMES
 from tests.conftest import require
 
 
@@ -115,3 +119,39 @@ def test_cli_on_mr_dicom(shared_data, tmp_path):
     assert main(["-q", "fingerprint", str(dl), "--out", str(tmp_path / "fp.json")]) == 0
     fp = json.loads((tmp_path / "fp.json").read_text())
     assert fp["fingerprint"]["modality_counts"] == {"MR": 4}
+
+
+def _parsers(parser, name="medmonai"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_help_has_help_for_every_option_defaults_and_no_rest_markup():
+    for name, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)):
+                continue
+            assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+        text = parser.format_help()
+        assert "``" not in text, f"{name} --help shows reST markup"
+    cv_help = " ".join(dict(_parsers(build_parser()))["medmonai cv"].format_help().split())
+    assert "(default: 5)" in cv_help and "(default: kfold)" in cv_help  # defaults shown
+    for scheme in SCHEMES:  # choices from the package constants
+        assert scheme in cv_help
+
+
+def test_bundle_root_defaults_to_the_bundles_run_folder_outside_the_source_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMONAI_HOME", str(tmp_path / "home"))
+    bundle = bundles_dir() / "classification_2d"
+    args = build_parser().parse_args(["export", str(bundle), "--out", str(tmp_path / "m.onnx")])
+    assert args.bundle_root is None
+    _default_bundle_root(args)
+    assert args.bundle_root == str(tmp_path / "home" / "classification_2d")
+    repo = bundles_dir().parent
+    assert not Path(args.bundle_root).resolve().is_relative_to(repo)
+    given = build_parser().parse_args(["export", str(bundle), "--out", "m.onnx", "--bundle-root", str(tmp_path)])
+    _default_bundle_root(given)
+    assert given.bundle_root == str(tmp_path)

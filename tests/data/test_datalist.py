@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from medmonai.data.datalist import (
     validate_entries,
     write_datalist,
 )
+from medmonai.data.defaults import held_out_entries
 
 
 def _touch(path, content=b"x"):
@@ -201,3 +203,15 @@ def test_labels_required_and_duplicates(tmp_path):
     twice = [{"image": str(a), "label": 0}, {"image": str(tmp_path / "." / "a.png"), "label": 1}]
     (dup,) = check_entries(twice, classes=["x", "y"])
     assert dup.index == 1 and dup.reason == "duplicate entry: the same image as entry 0"
+
+
+def test_held_out_entries_are_validation_plus_the_datalist_test_split(tmp_path):
+    with_test = tmp_path / "with_test.json"
+    entries = {"training": [{"image": "a.nii.gz", "label": 0}], "test": [{"image": "t.nii.gz", "label": 1}]}
+    with_test.write_text(json.dumps(entries))
+    without = tmp_path / "without.json"
+    without.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": 0}]}))
+    split = {"training": [{"image": "a.nii.gz"}], "validation": [{"image": "v.nii.gz"}]}
+    held = held_out_entries(split, str(with_test))
+    assert [Path(e["image"]).name for e in held] == ["v.nii.gz", "t.nii.gz"]
+    assert held_out_entries(split, str(without)) == [{"image": "v.nii.gz"}]

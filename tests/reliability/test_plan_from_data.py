@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
+from pydicom.uid import generate_uid
 
+from benchmarks.medmnist import DeepFeatures
 from medmonai.data.datalist import make_datalist, write_datalist
 from medmonai.data.fingerprint import compute_fingerprint, fingerprint_datalist, plan_from_fingerprint
 from medmonai.transforms.preprocessing import build_preprocessing
+from tests.data.dicom_factory import write_slice
 from tests.reliability._bundle import make_phantoms, run_in_process
 from tests.transforms._helpers import write_nifti, write_png
 
@@ -114,8 +118,6 @@ def test_grey_phantoms_still_train_with_one_channel(tmp_path):
 
 
 def test_imagenet_transfer_input_mapping_follows_the_plan(tmp_path):
-    from monai.bundle import ConfigParser
-
     datalist = _rgb_datalist(tmp_path / "data")
     cfg = Path(__file__).resolve().parents[2] / "bundles" / "classification_2d" / "configs"
     parser = ConfigParser()
@@ -144,8 +146,6 @@ def test_imagenet_transfer_input_mapping_follows_the_plan(tmp_path):
 
 
 def test_medmnist_deep_features_follow_the_data_channels(tmp_path):
-    from benchmarks.medmnist import DeepFeatures
-
     datalist = _rgb_datalist(tmp_path / "data", n_train=4, n_test=2)
     raw = json.loads(datalist.read_text())
     raw["validation"] = raw["test"]
@@ -175,9 +175,6 @@ def _padded_ct(rng: np.random.Generator) -> np.ndarray:
 
 
 def _write_ct_dicom(folder: Path, hu: np.ndarray, padding_tag: bool) -> Path:
-    from pydicom.uid import generate_uid
-
-    from tests.data.dicom_factory import write_slice
 
     intercept = -1024.0
     stored = (hu - intercept).astype(np.int16)  # -3024 HU is stored as -2000
