@@ -318,6 +318,7 @@ def aggregate_crossval(
     oof_report = write_classification_report(
         cv_dir / "oof", oof_y, score(oof_p), case_ids=oof_ids, classes=list(classes), threshold=thr, n_boot=n_boot,
         seed=seed, extra={**info, "what": "out-of-fold predictions (threshold chosen on them: optimistic ACC)"},
+        split="cv (out-of-fold)",
     )  # fmt: skip
 
     # per-fold metrics: validation part at the default rule, test split at the OOF threshold
@@ -357,6 +358,7 @@ def aggregate_crossval(
             ens_report = write_classification_report(
                 cv_dir / "ensemble", test_y, score(ens_p), case_ids=test_ids, classes=list(classes), threshold=thr,
                 n_boot=n_boot, seed=seed, extra={**info, "what": f"mean probability of the {n_folds} fold models"},
+                split="test",
             )  # fmt: skip
             result["ensemble"] = {
                 "n": len(test_ids),

@@ -7,14 +7,20 @@
 * ``roc.png`` — binary: the ROC curve with its AUC (and CI) and the operating point at the threshold;
   multi-class: the one-vs-rest curves of every class.
 * ``confusion_matrix.png`` — counts and row-normalised (per true class) side by side.
-* ``report.json`` — metrics with bootstrap CIs, threshold information (binary) or the decision rule (multi-class),
-  class names, counts per class, the confusion matrix, the majority-class rate (the accuracy of always answering the
-  commonest class) with a warning when the accuracy is below it, notes on undefined values and the caller's ``extra``
-  information (model, run, data set...).
+* ``report.json`` — the evaluated split's name (``split``), metrics with bootstrap CIs, threshold information
+  (binary) or the decision rule (multi-class), class names, counts per class, the confusion matrix, the
+  majority-class rate (the accuracy of always answering the commonest class) with a warning when the accuracy is
+  below it, notes on undefined values and the caller's ``extra`` information (model, run, data set...).
 
 Privacy: the outputs hold no identifier except the ``case_ids`` the caller passes (default: the row number
 ``0 .. N-1``). Do not pass patient names/IDs or paths containing them as case ids unless the report is meant to hold
 them.
+
+The figure titles name the evaluated split and its case count
+(``ROC — test split, n=156 (42 positive 'malignant')``), so a PNG copied out of its folder still says what it shows.
+:func:`summary_line` turns a classification report (or a segmentation report of
+:mod:`medmonai.metrics.segmentation`) into one line of text; :func:`print_summary` prints it, e.g. at the end of a
+bundle's ``evaluate.yaml``.
 
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure`` rendered by Agg), so the global pyplot
 state and backend of the caller are left alone; all files are written atomically.
@@ -26,6 +32,7 @@ import csv
 import io
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,11 @@ __all__ = [
     "save_roc_png",
     "save_confusion_matrix_png",
     "majority_warning",
+    "split_caption",
+    "summary_line",
+    "classification_summary_line",
+    "segmentation_summary_line",
+    "print_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,6 +238,39 @@ def save_confusion_matrix_png(path: PathLike, confusion: Any, classes: Sequence[
     return _save_png(fig, path)
 
 
+def split_caption(split: str, y_true: Any, classes: Sequence[str], positive_class: int | None) -> str:
+    """The split and case-count part of a figure title: ``"test split, n=40 (12 positive 'malignant')"``.
+
+    Args:
+        split: split name (``"test"``, ``"validation"``, ``"cv (out-of-fold)"``...); a one-word name is followed
+            by ``" split"``.
+        y_true: ``(N,)`` class indices of the evaluated cases.
+        classes: class names.
+        positive_class: the positive class of a binary problem (``None``: multi-class, counts per class up to
+            four classes).
+    """
+    y = np.asarray(y_true).reshape(-1)
+    name = f"{split} split" if split and " " not in split.strip() else (split or "evaluated cases")
+    text = f"{name}, n={y.size}"
+    if positive_class is not None:
+        return f"{text} ({int((y == positive_class).sum())} positive '{classes[positive_class]}')"
+    if len(classes) <= 4:
+        return text + " (" + ", ".join(f"{int((y == k).sum())} {c}" for k, c in enumerate(classes)) + ")"
+    return f"{text}, {len(classes)} classes"
+
+
+def _default_split(split: str | None, extra: Mapping[str, Any] | None) -> str:
+    """The split name: ``split``, ``extra['split']``, ``"cv (out-of-fold)"`` (``extra['what']``) or ``"test"``."""
+    if split:
+        return str(split)
+    extra = extra or {}
+    if isinstance(extra.get("split"), str) and extra["split"]:
+        return extra["split"]
+    if "out-of-fold" in str(extra.get("what", "")):
+        return "cv (out-of-fold)"
+    return "test"
+
+
 def _threshold_info(threshold: float | Mapping[str, Any] | None, binary: bool, value: Any) -> dict[str, Any]:
     if not binary:
         if isinstance(value, Mapping):
@@ -275,6 +320,7 @@ def write_classification_report(
     stratified: bool = True,
     extra: Mapping[str, Any] | None = None,
     extra_columns: Mapping[str, Sequence[Any]] | None = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate predictions and write ``predictions.csv``, ``roc.png``, ``confusion_matrix.png``, ``report.json``.
 
@@ -297,9 +343,12 @@ def write_classification_report(
         stratified: stratify the bootstrap by class.
         extra: JSON-serialisable information stored under ``"extra"`` (model, checkpoint, data set, run id...).
         extra_columns: more per-case columns of ``predictions.csv`` (name -> one value per case).
+        split: name of the evaluated split, recorded as ``split`` and shown with the case count in the figure
+            titles. Default: ``extra['split']``, else ``"cv (out-of-fold)"`` when ``extra['what']`` mentions
+            out-of-fold predictions, else ``"test"``.
 
     Returns:
-        The report dict (as written to ``report.json``): ``task``, ``classes``, ``positive_class``, ``n``,
+        The report dict (as written to ``report.json``): ``split``, ``task``, ``classes``, ``positive_class``, ``n``,
         ``n_per_class``, ``threshold``, ``decision_rule`` (multi-class), ``majority_class`` (``index``, ``name``,
         ``rate`` of the evaluated labels), ``accuracy_below_majority_rate``, ``warnings``, ``metrics`` (name ->
         ``{"value", "ci_low", "ci_high", "n_boot_valid"}``),
@@ -310,6 +359,7 @@ def write_classification_report(
         ValueError: on bad inputs, a wrong number of case ids, or ``extra`` that is not JSON-serialisable.
     """
     out_dir = Path(out_dir)
+    split = _default_split(split, extra)
     inp = prepare_inputs(y_true, y_prob, positive_class=positive_class, classes=classes)
     thr = resolve_threshold(threshold, inp)
     n = inp.y_true.size
@@ -355,6 +405,7 @@ def write_classification_report(
 
     report: dict[str, Any] = {
         "schema_version": 1,
+        "split": split,
         "task": point["task"],
         "classes": inp.classes,
         "positive_class": point["positive_class"],
@@ -409,6 +460,8 @@ def write_classification_report(
         out_dir / REPORT_FILES["predictions"],
         predictions_csv_text(ids, inp.y_true, inp.prob, pred, inp.classes, extra_columns),
     )
+    caption = split_caption(split, inp.y_true, inp.classes, inp.positive_class if inp.binary else None)
+    rule = _rule_title(thr)
     op = None
     if inp.binary and point["sensitivity"] is not None and point["specificity"] is not None:
         op = (1.0 - point["specificity"], point["sensitivity"])
@@ -421,13 +474,136 @@ def write_classification_report(
         operating_point=op,
         auc_ci=ci,
         confidence=1.0 - alpha,
-        title="ROC" if not isinstance(thr, float) else f"ROC (threshold {thr:.3g})",
+        title=f"ROC — {caption}" + (f"\n{rule}" if isinstance(thr, float) else ""),
     )
     save_confusion_matrix_png(
         out_dir / REPORT_FILES["confusion_matrix"],
         cm,
         inp.classes,
-        title=_rule_title(thr),
+        title=f"confusion matrix — {caption}" + (f"\n{rule}" if rule else ""),
     )
     atomic_write_json(out_dir / REPORT_FILES["report"], report)
     return report
+
+
+def _fmt_metric(entry: Any, nd: int = 2) -> str | None:
+    """``"0.97 [0.93, 1.00]"`` for a ``{"value", "ci_low", "ci_high"}`` entry (or a plain number); None if undefined."""
+    if isinstance(entry, Mapping):
+        value, lo, hi = entry.get("value"), entry.get("ci_low"), entry.get("ci_high")
+    else:
+        value, lo, hi = entry, None, None
+    if value is None:
+        return None
+    text = f"{float(value):.{nd}f}"
+    if lo is not None and hi is not None:
+        text += f" [{float(lo):.{nd}f}, {float(hi):.{nd}f}]"
+    return text
+
+
+def _where(path: PathLike | None) -> str:
+    return f"; report in {os.fspath(path)}" if path is not None else ""
+
+
+def classification_summary_line(report: Mapping[str, Any], path: PathLike | None = None) -> str:
+    """One line for a :func:`write_classification_report` report.
+
+    Example: ``"test n=156: AUC 0.90 [0.85, 0.94], sensitivity 0.81 [0.69, 0.92], specificity 0.84 [0.77, 0.90],
+    accuracy 0.83 [0.77, 0.88] (threshold 0.62, youden); report in runs/eval/report.json"``. Multi-class reports
+    give AUC, balanced accuracy, macro F1 and accuracy. Brackets are the bootstrap CIs (absent with ``n_boot=0``);
+    undefined metrics are left out; a majority-rate warning is appended as ``"WARNING: accuracy below ..."``.
+
+    Args:
+        report: the report dict (``report.json`` content).
+        path: where the report lies, named at the end of the line.
+    """
+    metrics = report.get("metrics", {})
+    binary = report.get("task") == "binary"
+    names = (
+        [("auc", "AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("accuracy", "accuracy")]
+        if binary
+        else [("auc", "AUC"), ("balanced_accuracy", "balanced accuracy"), ("f1_macro", "macro F1"),
+              ("accuracy", "accuracy")]
+    )  # fmt: skip
+    parts = [f"{label} {text}" for key, label in names if (text := _fmt_metric(metrics.get(key))) is not None]
+    split = report.get("split") or _default_split(None, report.get("extra"))
+    line = f"{split} n={report.get('n', '?')}: " + (", ".join(parts) or "no defined metric")
+    thr = report.get("threshold") or {}
+    if binary and isinstance(thr.get("threshold"), int | float):
+        line += f" (threshold {float(thr['threshold']):.3g}, {thr.get('method', 'given')})"
+    if report.get("accuracy_below_majority_rate"):
+        maj = report.get("majority_class") or {}
+        line += f" WARNING: accuracy below the majority-class rate {float(maj.get('rate', float('nan'))):.2f}"
+    return line + _where(path)
+
+
+def segmentation_summary_line(report: Mapping[str, Any], path: PathLike | None = None) -> str:
+    """One line for a segmentation report of :func:`medmonai.metrics.segmentation.segmentation_report`.
+
+    Example: ``"test n=52: Dice anterior 0.88 ± 0.03, posterior 0.86 ± 0.04, mean 0.87 ± 0.03; HD95 mean
+    1.52 ± 0.61 mm; report in runs/eval/report.json"`` (per-case mean ± std; classes without a defined value are
+    left out). The split is the report's ``split`` (the bundles' ``extra``), else ``"cv (out-of-fold)"`` for the
+    cross-validation report (``n_folds``), ``"fold K validation"`` for a fold's report (``fold``), else ``"test"``.
+
+    Args:
+        report: the report dict (``report.json`` content).
+        path: where the report lies, named at the end of the line.
+    """
+    summary = report.get("summary", {})
+
+    def stat(metric: str, name: str, nd: int) -> str | None:
+        s = summary.get(metric, {}).get(name) or {}
+        if s.get("mean") is None:
+            return None
+        return f"{s['mean']:.{nd}f} ± {s['std']:.{nd}f}"
+
+    dice = [f"{name} {t}" for name in [*report.get("classes", [])[1:], "mean"] if (t := stat("dice", name, 2))]
+    split = report.get("split")
+    if not split:
+        if "n_folds" in report:
+            split = "cv (out-of-fold)"
+        elif isinstance(report.get("fold"), int):
+            split = f"fold {report['fold']} validation"
+        else:
+            split = "test"
+    line = f"{split} n={report.get('n_cases', '?')}: Dice " + (", ".join(dice) or "undefined")
+    if (hd := stat("hd95", "mean", 2)) is not None:
+        line += f"; HD95 mean {hd} mm"
+    return line + _where(path)
+
+
+def summary_line(report: Mapping[str, Any], path: PathLike | None = None) -> str:
+    """One line of results for a classification or a segmentation ``report.json`` (told apart by their keys).
+
+    Args:
+        report: a report of :func:`write_classification_report` (``metrics``) or of
+            :func:`medmonai.metrics.segmentation.segmentation_report` (``summary`` and ``n_cases``).
+        path: where the report lies, named at the end of the line.
+
+    Raises:
+        ValueError: for a dict that is neither.
+    """
+    if "n_cases" in report and "summary" in report:
+        return segmentation_summary_line(report, path)
+    if "metrics" in report and "n" in report:
+        return classification_summary_line(report, path)
+    raise ValueError("not a classification or segmentation report (no 'metrics'/'n' or 'summary'/'n_cases' keys)")
+
+
+def print_summary(report_or_path: Mapping[str, Any] | PathLike) -> str:
+    """Print :func:`summary_line` of a report (a dict, a ``report.json`` file or the folder holding it); return it.
+
+    Meant for the end of a bundle's ``evaluate.yaml``:
+    ``$medmonai.metrics.report.print_summary(@eval_dir + '/report.json')`` (the folder itself works too).
+    """
+    path: Path | None = None
+    if isinstance(report_or_path, Mapping):
+        report = report_or_path
+    else:
+        path = Path(report_or_path)
+        if path.is_dir():
+            path = path / REPORT_FILES["report"]
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    line = summary_line(report, path)
+    print(line, flush=True)
+    return line

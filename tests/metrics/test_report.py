@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medmonai.metrics import report as report_module
 from medmonai.metrics.clinical import BINARY_SCALARS, classification_metrics
-from medmonai.metrics.report import REPORT_FILES, save_confusion_matrix_png, write_classification_report
+from medmonai.metrics.report import (
+    REPORT_FILES,
+    print_summary,
+    save_confusion_matrix_png,
+    split_caption,
+    summary_line,
+    write_classification_report,
+)
+from medmonai.metrics.segmentation import segmentation_report
 from medmonai.metrics.threshold import choose_threshold
 
 
@@ -147,3 +156,86 @@ def test_report_states_the_majority_rate_and_warns_below_it(tmp_path):
     binary = write_classification_report(tmp_path / "bin", [0, 0, 0, 1], [0.6, 0.7, 0.1, 0.9], n_boot=0)
     assert binary["majority_class"]["rate"] == 0.75 and binary["accuracy_below_majority_rate"] is True
     assert "not for accuracy" in binary["warnings"][0]
+
+
+def _capture_titles(monkeypatch):
+    titles = {}
+    for name, key in (("save_roc_png", "roc"), ("save_confusion_matrix_png", "cm")):
+        real = getattr(report_module, name)
+
+        def wrapper(*args, _real=real, _key=key, **kwargs):
+            titles[_key] = kwargs.get("title")
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(report_module, name, wrapper)
+    return titles
+
+
+def test_figure_titles_name_the_split_and_case_count(tmp_path, monkeypatch):
+    titles = _capture_titles(monkeypatch)
+    y, p = _data(40)
+    rep = write_classification_report(tmp_path / "t", y, p, classes=["benign", "malignant"], threshold=0.5, n_boot=0)
+    n_pos = int(np.sum(y == 1))
+    assert rep["split"] == "test"
+    assert titles["roc"].startswith(f"ROC — test split, n=40 ({n_pos} positive 'malignant')")
+    assert "threshold 0.5" in titles["roc"]
+    assert titles["cm"].startswith(f"confusion matrix — test split, n=40 ({n_pos} positive 'malignant')")
+    rep = write_classification_report(tmp_path / "v", y, p, n_boot=0, split="validation")
+    assert rep["split"] == "validation" and titles["roc"].startswith("ROC — validation split, n=40")
+    # derived from what the callers pass: extra['split'], the cross-validation 'what'
+    rep = write_classification_report(tmp_path / "e", y, p, n_boot=0, extra={"split": "external"})
+    assert rep["split"] == "external" and "external split, n=40" in titles["roc"]
+    rep = write_classification_report(tmp_path / "o", y, p, n_boot=0, extra={"what": "out-of-fold predictions"})
+    assert rep["split"] == "cv (out-of-fold)" and titles["roc"].startswith("ROC — cv (out-of-fold), n=40")
+    _assert_png(tmp_path / "o" / "roc.png")
+    y3 = np.repeat([0, 1, 2], 5)
+    write_classification_report(tmp_path / "m", y3, np.full((15, 3), 1 / 3), classes=["a", "b", "c"], n_boot=0)
+    assert titles["roc"] == "ROC — test split, n=15 (5 a, 5 b, 5 c)"
+    assert split_caption("test", np.arange(6), [str(i) for i in range(6)], None) == "test split, n=6, 6 classes"
+
+
+def test_summary_line_classification(tmp_path, capsys):
+    y, p = _data(60)
+    rep = write_classification_report(tmp_path, y, p, classes=["normal", "pneumonia"], threshold=0.5, n_boot=50)
+    line = summary_line(rep)
+    m = rep["metrics"]
+    auc = f"AUC {m['auc']['value']:.2f} [{m['auc']['ci_low']:.2f}, {m['auc']['ci_high']:.2f}]"
+    assert line.startswith(f"test n=60: {auc}, sensitivity ")
+    assert "specificity" in line and "accuracy" in line and "(threshold 0.5, given)" in line
+    assert "report in" not in line and "\n" not in line
+    printed = print_summary(tmp_path)  # the folder: reads report.json
+    assert printed == print_summary(tmp_path / "report.json") == f"{line}; report in {tmp_path / 'report.json'}"
+    assert capsys.readouterr().out.splitlines() == [printed, printed]
+    assert print_summary(rep) == line
+    no_ci = write_classification_report(tmp_path / "b", y, p, n_boot=0, split="validation")
+    assert summary_line(no_ci).startswith(f"validation n=60: AUC {no_ci['metrics']['auc']['value']:.2f}, sens")
+    single = write_classification_report(tmp_path / "s", [0, 0, 0, 1], [0.6, 0.7, 0.1, 0.9], n_boot=0)
+    assert "WARNING: accuracy below the majority-class rate 0.75" in summary_line(single)
+    y3 = np.repeat([0, 1, 2], 5)
+    multi = write_classification_report(tmp_path / "m", y3, np.eye(3)[y3] * 0.8 + 0.2 / 3, n_boot=0)
+    assert summary_line(multi) == ("test n=15: AUC 1.00, balanced accuracy 1.00, macro F1 1.00, accuracy 1.00")
+    with pytest.raises(ValueError, match="not a classification or segmentation report"):
+        summary_line({"n": 3})
+
+
+def test_summary_line_segmentation(tmp_path, capsys):
+    cases = [
+        {"case_id": "a", "dice": {"anterior": 0.8, "posterior": 0.9}, "hd95": {"anterior": 1.0, "posterior": 2.0}},
+        {"case_id": "b", "dice": {"anterior": 0.9, "posterior": None}, "hd95": {"anterior": 3.0, "posterior": None}},
+    ]
+    rep = segmentation_report(cases, ["background", "anterior", "posterior"], extra={"split": "test"})
+    line = summary_line(rep)
+    assert line.startswith("test n=2: Dice anterior 0.85 ± 0.05, posterior 0.90 ± 0.00, mean ")
+    assert "; HD95 mean " in line and line.endswith(" mm")
+    (tmp_path / "report.json").write_text(json.dumps(rep))
+    assert print_summary(tmp_path) == f"{line}; report in {tmp_path / 'report.json'}"
+    assert capsys.readouterr().out.strip() == f"{line}; report in {tmp_path / 'report.json'}"
+    oof = segmentation_report(cases, ["background", "anterior", "posterior"], extra={"n_folds": 5})
+    assert summary_line(oof).startswith("cv (out-of-fold) n=2: Dice anterior 0.85")
+    fold = segmentation_report(cases, ["background", "anterior", "posterior"], extra={"fold": 2, "scheme": "kfold"})
+    assert summary_line(fold).startswith("fold 2 validation n=2: Dice anterior 0.85")
+    old = dict(write_classification_report(tmp_path / "c", [0, 1], [0.2, 0.9], n_boot=0))
+    del old["split"]  # a report written before the split was recorded
+    assert summary_line(old).startswith("test n=2: AUC 1.00")
+    old["extra"] = {"what": "out-of-fold predictions"}
+    assert summary_line(old).startswith("cv (out-of-fold) n=2: ")
