@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medmonai.apps.crossval import CLASSIFIERS
-from medmonai.bundles import ALIASES, default_bundle_root, medmonai_home, resolve_bundle
+from medmonai.bundles import default_bundle_root, medmonai_home, resolve_bundle
 from medmonai.data.splits import SCHEMES
 from medmonai.data.synthetic import SYNTHETIC_MODES
 from medmonai.transforms.augmentation import LEVELS
@@ -510,8 +510,7 @@ def _default_bundle_root(args: argparse.Namespace) -> None:
         return
     folder, implied = resolve_bundle(args.bundle)
     dims = _key_values(getattr(args, "set", None), "--set").get("spatial_dims", implied.get("spatial_dims"))
-    name = Path(args.bundle).name if Path(args.bundle).name in ALIASES else folder.name
-    args.bundle_root = default_bundle_root(name, None if dims is None else int(dims))
+    args.bundle_root = default_bundle_root(folder.name, None if dims is None else int(dims))
 
 
 def build_parser() -> argparse.ArgumentParser:
