@@ -13,6 +13,7 @@ import pytest
 import torch
 from monai.bundle import ckpt_export, run, verify_net_in_out
 
+from medmonai.metrics.report import summary_line
 from tests._tensorboard import tensorboard_tags
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,10 +68,12 @@ def test_2d_resume_continues_from_the_last_epoch(trained_2d, tmp_path):
     assert state["trainer"]["iteration"] // state["trainer"]["epoch_length"] == 3
 
 
-def test_2d_evaluate_and_inference(trained_2d):
+def test_2d_evaluate_and_inference(trained_2d, capsys):
     _run("classification_2d", trained_2d, "evaluate", batch_size=8, spatial_size=[48, 48], n_boot=200)
     ev = trained_2d / "runs" / "eval"
     report = json.loads((ev / "report.json").read_text())
+    # evaluate.yaml ends with the report's one-line summary on the console
+    assert summary_line(report, ev / "report.json") in capsys.readouterr().out.splitlines()
     for m in ("accuracy", "auc", "sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy"):
         assert m in report["metrics"]
     auc = report["metrics"]["auc"]

@@ -67,6 +67,20 @@ def _env(cpu: bool = True) -> dict[str, str]:
     return env
 
 
+def _engine_logging_conf(cfg: Path, root: Path) -> Path:
+    """The bundle's ``logging.conf`` with ignite's engine loggers at INFO (their "Got new best metric" lines).
+
+    The bundles keep those loggers at WARNING (one line per epoch on rank 0); these tests read every rank's evaluator
+    messages to check that both ranks computed the same metrics.
+    """
+    text = (cfg / "logging.conf").read_text()
+    section = "[logger_ignite_engines]\nlevel=WARNING"  # absent in gan_augmentation's (it logs per iteration)
+    out = root / "logging_engines_info.conf"
+    root.mkdir(parents=True, exist_ok=True)
+    out.write_text(text.replace(section, "[logger_ignite_engines]\nlevel=INFO"))
+    return out
+
+
 def _torchrun(bundle: str, root: Path, timeout: float = 240, nproc: int = 2, cpu: bool = True, **overrides: Any) -> str:
     """``torchrun --standalone --nproc_per_node=<nproc> -m monai.bundle run`` of train.yaml + multi_gpu_train.yaml.
 
@@ -78,6 +92,7 @@ def _torchrun(bundle: str, root: Path, timeout: float = 240, nproc: int = 2, cpu
     cmd += ["-m", "monai.bundle", "run", "--config_file"]
     cmd += [json.dumps([str(cfg / "train.yaml"), str(cfg / "multi_gpu_train.yaml")])]
     cmd += ["--meta_file", str(cfg / "metadata.json"), "--bundle_root", str(root)]
+    cmd += ["--logging_file", str(_engine_logging_conf(cfg, root))]
     for k, v in overrides.items():
         cmd += [f"--{k}", json.dumps(v)]
     proc = subprocess.Popen(

@@ -16,6 +16,7 @@ import pytest
 import torch
 from monai.bundle import ckpt_export, run, verify_net_in_out
 
+from medmonai.metrics.report import summary_line
 from tests._tensorboard import tensorboard_tags
 from tests.conftest import require
 
@@ -68,10 +69,11 @@ def test_3d_train_writes_checkpoints_tensorboard_overlays_and_plan(trained_3d):
     assert plan["spatial_dims"] == 3 and plan["orientation"] == "RAS" and len(plan["spatial_size"]) == 3
 
 
-def test_3d_evaluate_reports_per_class_metrics_that_match_the_saved_masks(trained_3d):
+def test_3d_evaluate_reports_per_class_metrics_that_match_the_saved_masks(trained_3d, capsys):
     _run("segmentation_3d", trained_3d, "evaluate", save_predictions=True)
     ev = trained_3d / "runs" / "eval"
     report = json.loads((ev / "report.json").read_text())
+    assert summary_line(report, ev / "report.json") in capsys.readouterr().out.splitlines()  # the closing line
     test = json.loads((trained_3d / "data" / "phantoms_3d" / "datalist.json").read_text())["test"]
     assert report["classes"] == ["background", "lesion"] and report["n_cases"] == len(test)
     assert {"mean", "std", "n"} <= set(report["summary"]["dice"]["lesion"])
