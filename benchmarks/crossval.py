@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
 from benchmarks.medmnist import build_datalist, derived_datalist  # noqa: E402
 from medmonai.utils import atomic_write_json  # noqa: E402
 
-BUNDLE = REPO / "bundles" / "classification_2d"
+BUNDLE = REPO / "bundles" / "classification"  # in 2D, its default
 CONFIGS = BUNDLE / "configs"
 
 

@@ -7,7 +7,7 @@ The script
 2. makes a fixed, seeded 80/20 subject split and saves it as ``splits.json`` (``--splits``, default
    ``benchmarks/results/hippocampus_splits.json``; reused when it exists, so every run trains and tests on the same
    cases), with an optional ``--cv-folds K`` subject k-fold assignment of the training part stored beside it;
-3. trains ``bundles/segmentation_3d`` through ``monai.bundle.run`` (``train.yaml``: fingerprint plan, patch training,
+3. trains ``bundles/segmentation`` (3D) through ``monai.bundle.run`` (``train.yaml``: fingerprint plan, patch training,
    sliding-window validation on a subject hold-out of the training part, early stopping, best weights restored),
    timing the wall clock (``--threads`` torch threads, 2 by default as on the reference 2-core CPU);
 4. evaluates the test cases once in their original geometry (``train.yaml`` + ``evaluate.yaml``) and prints Dice per
@@ -16,7 +16,7 @@ The script
     PYTHONPATH=. python benchmarks/hippocampus.py --quick            # smoke test: 10 + 4 cases, 1 epoch
     PYTHONPATH=. python benchmarks/hippocampus.py --time-budget-min 55 --max-epochs 60
     # the same run by hand (after the script wrote the datalist into --work):
-    python -m monai.bundle run --config_file bundles/segmentation_3d/configs/train.yaml \\
+    python -m monai.bundle run --config_file bundles/segmentation/configs/train.yaml \\
         --bundle_root /tmp/medmonai_hippocampus --datalist /tmp/medmonai_hippocampus/datalist.json
 
 Target (nnU-Net level, issue 6): mean Dice >= 0.89 for anterior and posterior within 60 minutes of 2-core CPU
@@ -46,7 +46,7 @@ from medmonai.utils import atomic_write_json, read_json, shared_data_dir  # noqa
 
 __all__ = ["TARGET_DICE", "subject_split", "ensure_split", "build_datalist", "main"]
 
-BUNDLE = REPO / "bundles" / "segmentation_3d"
+BUNDLE = REPO / "bundles" / "segmentation"  # in 3D, its default
 CONFIGS = BUNDLE / "configs"
 TARGET_DICE = 0.89
 TARGET_MINUTES = 60.0
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     met = all((dice[c]["mean"] or 0) >= TARGET_DICE for c in classes) and train_min <= TARGET_MINUTES
     cmd = "PYTHONPATH=. python benchmarks/hippocampus.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
-        "benchmark": "MSD Task04 Hippocampus, bundles/segmentation_3d",
+        "benchmark": "MSD Task04 Hippocampus, bundles/segmentation (3D)",
         "command": cmd.strip(),
         "quick": bool(args.quick),
         "splits_file": str(Path(args.splits)),

@@ -55,7 +55,7 @@ from medmonai.utils import atomic_write_json, read_json  # noqa: E402
 
 __all__ = ["ARMS", "REUSE_SETTINGS", "gan_minutes", "minority_datalist", "previous_cells", "main"]
 
-CLS = REPO / "bundles" / "classification_2d" / "configs"
+CLS = REPO / "bundles" / "classification" / "configs"  # in 2D, its default
 GAN = REPO / "bundles" / "gan_augmentation" / "configs"
 ARMS: tuple[str, ...] = ("real", "weighted", "classical", "gan", "classical_gan", "feature_gan", "features_real")
 #: settings that must match for a cell of an existing ``--out`` JSON to be reused

@@ -1,6 +1,7 @@
 """CPU inference latency of the bundles' networks: PyTorch eager, TorchScript and ONNX Runtime, in one run.
 
-For each bundle (classification_2d / _3d, segmentation_2d / _3d) the network is built from the bundle's own config
+For each bundle configuration (classification_2d / _3d, segmentation_2d / _3d: ``bundles/classification`` and
+``bundles/segmentation`` in 2D and 3D) the network is built from the bundle's own config
 with its default settings and the preprocessing plan of its default phantom data set (generated and fingerprinted in
 ``--work``, a temporary folder by default; the plan fixes the input size: classification the planned image size,
 segmentation the planned patch, which for the phantoms covers the median image), untrained (latency does not depend
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from medmonai.bundles import ALIASES  # noqa: E402
 from medmonai.deploy.onnx import DEFAULT_OPSET, OnnxRuntimeNetwork, _versions, export_network_onnx  # noqa: E402
 from medmonai.utils import atomic_write_json  # noqa: E402
 
@@ -57,11 +59,13 @@ def build_network(bundle: str, work: Path, phantom: dict[str, Any] | None = None
     """The bundle's default network for its default phantom plan (untrained), and a description."""
     from monai.bundle import ConfigParser
 
-    cfg = REPO / "bundles" / bundle / "configs"
+    folder, dims = ALIASES[bundle]
+    cfg = REPO / "bundles" / folder / "configs"
     parser = ConfigParser()
     parser.read_config(str(cfg / "train.yaml"))
     parser.read_meta(str(cfg / "metadata.json"))
     parser["bundle_root"] = str(work / bundle)
+    parser["spatial_dims"] = dims
     if phantom is not None:
         parser["phantom"] = phantom
     plan = parser.get_parsed_content("plan")

@@ -4,7 +4,7 @@ For one MedMNIST ``.npz`` (binary or multi-class, one label per image) the scrip
 the official ``training``/``validation``/``test`` splits, then for each method, training-set fraction and seed:
 
 * CNN methods (``small_cnn``, ``resnet18``, ``lite0_feature_extractor``, ``lite0_finetune_all``) are trained **through
-  the MONAI bundle** ``bundles/classification_2d`` (``train.yaml``: early stopping and model selection on the
+  the MONAI bundle** ``bundles/classification`` (2D) (``train.yaml``: early stopping and model selection on the
   datalist's ``validation`` split), then evaluated once on ``test`` (``train.yaml`` + ``evaluate.yaml``: threshold
   chosen on ``validation``); test AUC / accuracy with bootstrap 95 % CIs are read from ``runs/eval/report.json``.
 * ``deep_features_logreg``: frozen ImageNet EfficientNet-Lite0 features (extracted once per split, cached), an
@@ -46,7 +46,7 @@ from medmonai.utils import atomic_write_json, shared_data_dir  # noqa: E402
 
 __all__ = ["METHODS", "CNN_METHODS", "stratified_subsample", "reference_rows", "main"]
 
-BUNDLE = REPO / "bundles" / "classification_2d"
+BUNDLE = REPO / "bundles" / "classification"  # in 2D, its default
 CONFIGS = BUNDLE / "configs"
 
 #: Bundle overrides of the CNN methods.

@@ -27,7 +27,10 @@ from medmonai.utils import PathLike
 
 __all__ = [
     "ALIASES",
+    "DIMS_DEFAULTS",
     "TASKS",
+    "dims_default",
+    "qualified_name",
     "bundles_dir",
     "resolve_bundle",
     "bundle_configs",
@@ -55,7 +58,51 @@ ALIASES: dict[str, tuple[str, int]] = {
     "segmentation_3d": ("segmentation", 3),
 }
 
+#: the settings of the task bundles that depend on ``spatial_dims`` (their train.yaml reads them with
+#: :func:`dims_default`; each stays a plain config id that ``--<id>`` overrides)
+DIMS_DEFAULTS: dict[str, dict[int, dict[str, Any]]] = {
+    "classification": {
+        2: {"batch_size": 32, "phantom": {"n_subjects": 80, "images_per_subject": [1, 3]}},
+        3: {"batch_size": 8, "phantom": {"n_subjects": 60, "images_per_subject": [1, 3]}},
+    },
+    "segmentation": {
+        2: {"batch_size": 8, "sw_batch_size": 8, "phantom": {"n_subjects": 40, "images_per_subject": [1, 3]}},
+        3: {"batch_size": 4, "sw_batch_size": 4, "phantom": {"n_subjects": 30, "images_per_subject": [1, 2]}},
+    },
+}
+
 _announced: set[str] = set()
+
+
+def dims_default(bundle: str, spatial_dims: int, key: str) -> Any:
+    """A task bundle's default for ``key`` at ``spatial_dims`` (a copy), from :data:`DIMS_DEFAULTS`.
+
+    The ``phantom`` default (the embedded synthetic data set) also gets ``test_fraction 0.25`` and ``seed 0``.
+
+    Raises:
+        ValueError: for an unknown bundle, dimensionality or key, naming the valid ones.
+    """
+    if bundle not in DIMS_DEFAULTS:
+        raise ValueError(f"no per-dimensionality defaults for bundle {bundle!r}; known: {sorted(DIMS_DEFAULTS)}")
+    table = DIMS_DEFAULTS[bundle]
+    if spatial_dims not in table or isinstance(spatial_dims, bool):
+        raise ValueError(f"{bundle}: spatial_dims must be one of {sorted(table)}, got {spatial_dims!r}")
+    if key not in table[spatial_dims]:
+        raise ValueError(f"{bundle}: no default {key!r}; known: {sorted(table[spatial_dims])}")
+    value = table[spatial_dims][key]
+    if key == "phantom":
+        return {**value, "test_fraction": 0.25, "seed": 0}
+    return list(value) if isinstance(value, list) else value
+
+
+def qualified_name(bundle: str, spatial_dims: int | None = None) -> str:
+    """The name a run of ``bundle`` records (model info, reports, experiment names): ``classification_2d``, ...
+
+    The run names are the pre-merge bundle names, so records written before the merge stay comparable.
+    """
+    if bundle in ALIASES:
+        bundle, spatial_dims = ALIASES[bundle]
+    return bundle if spatial_dims is None else f"{bundle}_{int(spatial_dims)}d"
 
 
 def bundles_dir() -> Path:
@@ -194,10 +241,7 @@ def default_bundle_root(bundle: str, spatial_dims: int | None = None, announce: 
     Returns:
         The folder as a string (config expressions concatenate it).
     """
-    if bundle in ALIASES:
-        bundle, spatial_dims = ALIASES[bundle]
-    name = bundle if spatial_dims is None else f"{bundle}_{int(spatial_dims)}d"
-    root = str(medmonai_home() / name)
+    root = str(medmonai_home() / qualified_name(bundle, spatial_dims))
     if announce and root not in _announced:
         _announced.add(root)
         msg = f"medmonai: outputs of this run go to {root} (set bundle_root or MEDMONAI_HOME to change)"

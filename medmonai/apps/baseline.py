@@ -11,15 +11,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 __all__ = ["downsample_features", "grouped_cv_baseline"]
 
 
 def downsample_features(image: np.ndarray, grid: int = 16) -> np.ndarray:
     """Channel-first image (C, *spatial) -> flattened vector on a ``grid``-sized isotropic grid (area averaging)."""
-    import torch
-    import torch.nn.functional as F
-
     t = torch.as_tensor(np.asarray(image), dtype=torch.float32)[None]
     spatial = t.ndim - 2
     t = F.interpolate(t, size=(grid,) * spatial, mode="area")
@@ -47,12 +51,6 @@ def grouped_cv_baseline(
     Returns:
         Per-fold and mean ± std accuracy, balanced accuracy and AUC (one-vs-rest macro for > 2 classes).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=int)
     g = np.asarray(groups)

@@ -48,6 +48,8 @@ import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,16 +57,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import numpy as np
+import pydicom
 import torch
+from monai.bundle import ConfigParser
+from pydicom.sr.codedict import codes
 
+from medmonai.bundles import resolve_bundle
+from medmonai.data.dicom import SeriesInfo, is_error, list_folder_files, scan_dicom_files
+from medmonai.data.domain import RECORD_FILE, load_training_domain, screen_inputs
+from medmonai.engines.evaluation import load_weights, predict_probabilities
+from medmonai.engines.segmentation_inference import SegmentationPredictor, write_dicom_seg, write_nifti_mask
 from medmonai.metrics.clinical import (
     DECISION_RULE_METHODS,
     apply_decision_rule,
     decision_rule_from_report,
     validate_decision_rule,
 )
-from medmonai.utils import PathLike, atomic_write_json, atomic_write_text, read_json, safe_output_path
+from medmonai.utils import PathLike, atomic_write, atomic_write_json, atomic_write_text, read_json, safe_output_path
 
 __all__ = [
     "ClinicalModel",
@@ -123,7 +134,8 @@ class ClinicalModel:
 
     Attributes:
         task: ``classification`` or ``segmentation``.
-        name: model name (the bundle's ``metadata.json`` ``name``, else the bundle folder name).
+        name: model name (the bundle's ``metadata.json`` ``name``, else its ``bundle_name``, e.g.
+            ``classification_2d``, else the bundle folder name).
         version: the bundle version (``metadata.json``).
         network_name: the bundle's ``network_name``.
         spatial_dims: 2 or 3.
@@ -131,8 +143,9 @@ class ClinicalModel:
         network: the network (returns logits; probability outputs are wrapped).
         preprocessing: the bundle's deterministic preprocessing.
         weights: the checkpoint or TorchScript file.
-        threshold: binary classification: decision threshold on the probability of the second class.
+        threshold: binary classification: decision threshold on the probability of ``positive_class``.
         threshold_source: where the threshold comes from.
+        positive_class: binary classification: the class the threshold applies to (the report's, default 1).
         device: compute device.
         options: segmentation settings (``roi_size``, ``sw_batch_size``, ``overlap``, ``tta_flip_axes``).
         decision_rule: classification with three or more classes: the decision rule chosen on validation data
@@ -156,6 +169,7 @@ class ClinicalModel:
     weights: str
     threshold: float | None = None
     threshold_source: str = ""
+    positive_class: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     options: dict[str, Any] = field(default_factory=dict)
     decision_rule: dict[str, Any] | None = None
@@ -177,14 +191,37 @@ class ClinicalModel:
         }
 
 
-def _threshold_from_report(path: Path) -> float | None:
-    """The decision threshold of an evaluation report (``report.json``) or ``cv_report.json``, if it has one."""
+def _threshold_from_report(path: Path) -> tuple[float, int] | None:
+    """``(threshold, positive class)`` of an evaluation ``report.json`` or ``cv_report.json``, if it has one.
+
+    Read with :func:`~medmonai.metrics.clinical.decision_rule_from_report`, the one reader of recorded rules.
+    """
     if not path.is_file():
         return None
-    rep = read_json(path, "report")
-    thr = rep.get("threshold")
-    value = thr.get("threshold") if isinstance(thr, dict) else thr
-    return None if value is None else float(value)
+    rule = decision_rule_from_report(read_json(path, "report"))
+    if rule is None or "threshold" not in rule:
+        return None
+    return float(rule["threshold"]), int(rule["positive_class"])
+
+
+def _use_recorded_spatial_dims(
+    parser: Any, cached: Mapping[str, Any], fp_file: Path, overrides: Mapping[str, Any]
+) -> None:
+    """Set ``spatial_dims`` to the trained run's (one bundle serves 2D and 3D); refuse a contradicting override.
+
+    Raises:
+        ValueError: when ``overrides`` give a ``spatial_dims`` other than the one the run was planned with.
+    """
+    recorded = (cached.get("plan") or {}).get("spatial_dims")
+    if recorded is None:
+        return
+    given = overrides.get("spatial_dims")
+    if given is not None and int(given) != int(recorded):
+        raise ValueError(
+            f"{fp_file}: the run was trained in {int(recorded)}D but spatial_dims={given} was given; "
+            f"drop the override or pass spatial_dims={int(recorded)}"
+        )
+    parser["spatial_dims"] = int(recorded)
 
 
 def _use_recorded_plan(parser: Any, fp_file: Path, overrides: Mapping[str, Any]) -> None:
@@ -194,9 +231,8 @@ def _use_recorded_plan(parser: Any, fp_file: Path, overrides: Mapping[str, Any])
     ``datalist_file``; when it differs from the recorded one, the plan is read through a temporary copy of the
     fingerprint file that names it, so ``ensure_plan`` finds its cache and the run's file is left untouched.
     """
-    import tempfile
-
     cached = read_json(fp_file, "fingerprint file")
+    _use_recorded_spatial_dims(parser, cached, fp_file, overrides)
     recorded = cached.get("datalist")
     given = overrides.get("datalist_file") or overrides.get("datalist")
     datalist = str(given) if given else recorded
@@ -235,7 +271,7 @@ def load_clinical_model(
     regenerated.
 
     Args:
-        bundle: the bundle folder (``bundles/classification_2d``...).
+        bundle: the bundle folder (``bundles/classification``, ``bundles/segmentation``).
         bundle_root: the ``bundle_root`` the bundle was trained with (holds ``runs/``).
         model: weights: a checkpoint (``.pt``, default: the bundle's ``runs/checkpoints/model.pt``) or a
             TorchScript file (``.ts``, ``.jit`` or ``.zip``: a ``ckpt_export`` network or the cross-validation fold
@@ -259,12 +295,10 @@ def load_clinical_model(
             missing model file, naming the file.
         ValueError: for a bundle that is neither classification nor segmentation.
     """
-    from monai.bundle import ConfigParser
-
-    from medmonai.engines.evaluation import load_weights
-
     threshold_override = threshold
-    cfg = Path(bundle) / "configs"
+    folder, implied = resolve_bundle(bundle)
+    overrides = {**implied, **(overrides or {})}
+    cfg = folder / "configs"
     train, infer = cfg / "train.yaml", cfg / "inference.yaml"
     for f in (train, infer):
         if not f.is_file():
@@ -320,24 +354,22 @@ def load_clinical_model(
                 f"{str(e).splitlines()[0]}"
             ) from e
     net = net.to(dev).eval()
-    threshold, thr_source = None, "argmax"
+    threshold, thr_source, positive_class = None, "argmax", 1
     if task == "classification" and len(classes) == 2:
         threshold, thr_source = 0.5, "default 0.5 (no report with a threshold chosen on validation data)"
         # the fold ensemble: the threshold chosen on the out-of-fold predictions; a checkpoint (or its TorchScript
         # export) of the run under bundle_root: the one its evaluation chose on validation data
-        sources = [cv_report] if cv_report is not None else [Path(parser.get_parsed_content("eval_report"))]
+        src = cv_report if cv_report is not None else Path(parser.get_parsed_content("eval_report"))
+        recorded = _threshold_from_report(src)
+        if recorded is not None:  # a threshold given by the user applies to the same (the report's) positive class
+            threshold, positive_class = recorded
+            thr_source = (
+                "chosen on out-of-fold predictions (cv_report.json)"
+                if src == cv_report
+                else "chosen on validation data (evaluation report)"
+            )
         if threshold_override is not None:
-            threshold, thr_source, sources = float(threshold_override), "given by the user", []
-        for src in sources:
-            value = _threshold_from_report(src)
-            if value is not None:
-                threshold = value
-                thr_source = (
-                    "chosen on out-of-fold predictions (cv_report.json)"
-                    if src == cv_report
-                    else "chosen on validation data (evaluation report)"
-                )
-                break
+            threshold, thr_source = float(threshold_override), "given by the user"
     decision_rule = None
     if task == "classification" and len(classes) > 2:
         src = cv_report if cv_report is not None else Path(parser.get_parsed_content("eval_report"))
@@ -356,7 +388,10 @@ def load_clinical_model(
         }
     clinical = ClinicalModel(
         task=task,
-        name=str(meta.get("name") or Path(bundle).resolve().name),
+        name=str(
+            meta.get("name")
+            or (parser.get_parsed_content("bundle_name") if parser.get("bundle_name") else folder.resolve().name)
+        ),
         version=str(meta.get("version", "0")),
         network_name=str(parser.get_parsed_content("network_name")),
         spatial_dims=int(parser.get_parsed_content("spatial_dims")),
@@ -366,6 +401,7 @@ def load_clinical_model(
         weights=weights,
         threshold=threshold,
         threshold_source=thr_source,
+        positive_class=positive_class,
         device=dev,
         options=options,
         decision_rule=decision_rule,
@@ -376,7 +412,7 @@ def load_clinical_model(
     if runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
     if runtime == "onnx":
-        from medmonai.deploy.onnx import use_onnx_runtime
+        from medmonai.deploy.onnx import use_onnx_runtime  # deploy.onnx builds on this module
 
         clinical = use_onnx_runtime(clinical, onnx_model)
     elif onnx_model is not None:
@@ -390,8 +426,6 @@ def _find_domain_record(model_path: Path | None, parser: Any) -> tuple[dict[str,
     Looked for beside a TorchScript model (and in its parent, the cross-validation folder of a fold ensemble), then
     in the training run's ``output_dir``.
     """
-    from medmonai.data.domain import RECORD_FILE, load_training_domain
-
     places = [model_path.parent, model_path.parent.parent] if model_path is not None else []
     places.append(Path(parser.get_parsed_content("output_dir")))
     for folder in places:
@@ -404,8 +438,6 @@ def _find_domain_record(model_path: Path | None, parser: Any) -> tuple[dict[str,
 # ------------------------------------------------------------------------------------------------------ series
 def _modality(path: Path) -> str | None:
     """The Modality of a DICOM file (header only); None when it is not readable as DICOM."""
-    import pydicom
-
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
     except Exception:  # noqa: BLE001 - anything unreadable is left to the series scan, which reports it
@@ -427,8 +459,6 @@ def discover_series(source: PathLike | Sequence[PathLike]) -> tuple[list[Any], d
         FileNotFoundError: if ``source`` does not exist.
         ValueError: when it holds no files, no DICOM file, or no valid image series (listing the problems).
     """
-    from medmonai.data.dicom import is_error, list_folder_files, scan_dicom_files
-
     if isinstance(source, str | os.PathLike):
         src = Path(source)
         if not src.exists():
@@ -537,26 +567,18 @@ def select_series(
 
 # --------------------------------------------------------------------------------------------------------- SR
 def _class_code(index: int, name: str) -> Any:
-    import highdicom as hd
-
     return hd.sr.CodedConcept(value=f"CLASS{index}", scheme_designator=CODING_SCHEME, meaning=str(name)[:64])
 
 
 def _threshold_code() -> Any:
-    import highdicom as hd
-
     return hd.sr.CodedConcept(value="THRESHOLD", scheme_designator=CODING_SCHEME, meaning="Decision threshold")
 
 
 def _ood_code() -> Any:
-    import highdicom as hd
-
     return hd.sr.CodedConcept(value="OOD", scheme_designator=CODING_SCHEME, meaning="Out of training distribution")
 
 
 def _rule_code() -> Any:
-    import highdicom as hd
-
     return hd.sr.CodedConcept(value="DECISIONRULE", scheme_designator=CODING_SCHEME, meaning="Decision rule")
 
 
@@ -641,12 +663,6 @@ def write_classification_sr(
         ValueError: probabilities that do not fit the classes, a rule that does not fit them, or both a threshold
             and a decision rule.
     """
-    import highdicom as hd
-    import pydicom
-    from pydicom.sr.codedict import codes
-
-    from medmonai.utils import atomic_write
-
     if len(probabilities) != len(classes):
         raise ValueError(f"{len(probabilities)} probabilities for {len(classes)} classes")
     rule = None
@@ -730,9 +746,6 @@ def read_classification_sr(path_or_dataset: PathLike | Any) -> dict[str, Any]:
         name, "version": version, "out_of_distribution": the out-of-distribution text or None, "StudyInstanceUID": ...,
         "referenced_series": [SeriesInstanceUID, ...], "referenced_instances": [SOPInstanceUID, ...]}``.
     """
-    import highdicom as hd
-    import pydicom
-
     ds = path_or_dataset if isinstance(path_or_dataset, pydicom.Dataset) else pydicom.dcmread(str(path_or_dataset))
     hd.sr.Comprehensive3DSR.from_dataset(ds)  # raises for a malformed SR
     out: dict[str, Any] = {"probabilities": {}, "predicted": None, "threshold": None, "algorithm": None}
@@ -825,13 +838,12 @@ def _rule_text(rule: Mapping[str, Any]) -> str:
 def _classify(
     model: ClinicalModel, chosen: Sequence[Any], out: Path, batch_size: int, ood: Sequence[Sequence[str]]
 ) -> list[dict[str, Any]]:
-    from medmonai.engines.evaluation import predict_probabilities
-
     entries = [{"image": [str(f) for f in s.files], "case_id": s.series_uid} for s in chosen]
     _, probs, _ = predict_probabilities(model.network, entries, model.preprocessing, model.device, batch_size)
     records = []
     for s, p, problems in zip(chosen, probs, ood, strict=True):
-        pred = int(apply_decision_rule(p, model.threshold if model.threshold is not None else model.decision_rule))
+        rule = model.decision_rule if model.threshold is None else model.threshold
+        pred = int(apply_decision_rule(p, rule, positive_class=model.positive_class))
         sr = write_classification_sr(
             safe_output_path(out, s.series_uid, "_sr.dcm", "SeriesInstanceUID"), s.files, model.classes,
             [float(v) for v in p], pred, model.threshold, model.name, model.version,
@@ -854,8 +866,6 @@ def _classify(
 def _segment(
     model: ClinicalModel, chosen: Sequence[Any], out: Path, nifti: bool, ood: Sequence[Sequence[str]]
 ) -> list[dict[str, Any]]:
-    from medmonai.engines.segmentation_inference import SegmentationPredictor, write_dicom_seg, write_nifti_mask
-
     o = model.options
     predictor = SegmentationPredictor(
         model.network, model.preprocessing, o["roi_size"], len(model.classes), o["sw_batch_size"], o["overlap"],
@@ -964,9 +974,6 @@ def infer_dicom(
         ValueError: no DICOM, no usable series, no series fitting the bundle, unknown series UID.
         medmonai.data.domain.OutOfDistributionError: (a ``ValueError``) a series outside the training domain.
     """
-    from medmonai.data.dicom import SeriesInfo
-    from medmonai.data.domain import screen_inputs
-
     _quiet_libraries()
     t0 = time.perf_counter()
     items = list(source) if isinstance(source, list | tuple) else None
@@ -1102,8 +1109,6 @@ def watch_folder(
     Returns:
         The last poll's summary ``{"processed": [...], "failed": [...], "already_done": [...], "waiting": [...]}``.
     """
-    from medmonai.data.dicom import list_folder_files
-
     root = Path(inbox)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: inbox folder does not exist")
@@ -1202,8 +1207,6 @@ def watch_pacs(
     Returns:
         The last poll's summary ``{"processed", "failed", "already_done", "waiting"}``.
     """
-    import shutil
-
     out = Path(out_dir)
     state_path = Path(state_file) if state_file is not None else out / STATE_FILE
     state = _load_state(state_path)

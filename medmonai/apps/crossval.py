@@ -23,7 +23,7 @@ bundle (``bundles/gan_augmentation``) on **that fold's training part only** (``<
 the synthetic images the fold needs, and passes them to the fold's training as ``synthetic_datalist``; the
 classification bundle refuses them if the GAN saw a case of the fold's validation part or of the test split.
 
-For a **segmentation** bundle (``segmentation_2d``/``segmentation_3d``, recognised by ``label_names`` in its config)
+For a **segmentation** bundle (``bundles/segmentation``, recognised by ``label_names`` in its config)
 the folds are trained the same way; each fold evaluates its validation part in the original geometry
 (``fold<k>/eval_validation/report.json``) and :func:`medmonai.engines.crossval.aggregate_segmentation_crossval`
 writes the per-class Dice / HD95 of every fold, their mean ± std across folds and the pooled out-of-fold summary
@@ -41,8 +41,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from medmonai.bundles import bundle_configs, parse_bundle, run_bundle
+from medmonai.data.datalist import load_datalist, load_datalist_file, write_datalist
+from medmonai.data.splits import case_id
+from medmonai.data.synthetic import SYNTHETIC_MODES, synthetic_counts
+from medmonai.engines.classical import fit_classical
+from medmonai.engines.crossval import (
+    aggregate_crossval,
+    aggregate_segmentation_crossval,
+    export_ensemble,
+    fold_dir,
+    fold_done,
+    segmentation_fold_done,
+    write_fold_predictions,
+)
+from medmonai.engines.evaluation import load_weights
+from medmonai.engines.feature_gan import FeatureGAN, fit_classical_with_feature_gan
+from medmonai.engines.features import extract_features
 from medmonai.utils import PathLike, atomic_write_json, read_json
 
 __all__ = ["CLASSIFIERS", "fold_gan", "run_crossval"]
@@ -75,10 +92,8 @@ def _train_folds(
     per_fold: Callable[[int], dict[str, Any]] | None = None,
     done: Callable[[Path, int], bool] | None = None,
 ) -> None:
-    from medmonai.engines.crossval import fold_done
-
-    fold_done = done or fold_done
-    todo = [k for k in range(n_folds) if not fold_done(cv_dir, k)]
+    is_done = done or fold_done
+    todo = [k for k in range(n_folds) if not is_done(cv_dir, k)]
     if len(todo) < n_folds:
         _progress(f"{n_folds - len(todo)} of {n_folds} folds already finished: skipped")
     extra = {"meta_file": str(files["meta"])} if files["meta"].is_file() else {}
@@ -93,7 +108,7 @@ def _train_folds(
         fold_extra = per_fold(k) if per_fold is not None else {}
         _progress(f"fold {k + 1}/{n_folds}: training ({i} of {len(todo)} to do finished{eta})")
         run_bundle([str(files["train"]), str(files["crossval"])], fold=k, **common, **extra, **fold_extra)
-        if not fold_done(cv_dir, k):
+        if not is_done(cv_dir, k):
             raise RuntimeError(f"fold {k} finished without writing its results in {cv_dir / f'fold{k}'}")
 
 
@@ -113,10 +128,6 @@ def fold_gan(
     with ``synthetic_mode``/``synthetic_ratio``, or ``synthetic_mode: none`` when the fold needs no synthetic sample.
     A finished fold GAN (its datalist present) is reused; an interrupted one resumes from its last checkpoint.
     """
-    from medmonai.data.datalist import write_datalist
-    from medmonai.data.synthetic import synthetic_counts
-    from medmonai.engines.crossval import fold_dir
-
     parser = _parse_cv(bundle, {**common, "fold": fold})
     classes = [str(c) for c in parser.get_parsed_content("classes")]
     split = parser.get_parsed_content("split")
@@ -180,14 +191,6 @@ def _feature_folds(
     from a feature GAN trained on that fold's training features only
     (:func:`medmonai.engines.feature_gan.fit_classical_with_feature_gan`).
     """
-    import torch
-
-    from medmonai.data.datalist import load_datalist, load_datalist_file
-    from medmonai.data.splits import case_id
-    from medmonai.engines.classical import fit_classical
-    from medmonai.engines.crossval import fold_dir, fold_done, write_fold_predictions
-    from medmonai.engines.features import extract_features
-
     parser = _parse_cv(bundle, {**common, "fold": 0})
     datalist_file = parser.get_parsed_content("datalist_file")
     raw = load_datalist_file(datalist_file)
@@ -227,8 +230,6 @@ def _feature_folds(
                 x_pool[tr], y_pool[tr], groups=groups[tr], model=classifier, cv=max(2, inner), seed=seed
             )  # fmt: skip
         else:
-            from medmonai.engines.feature_gan import FeatureGAN, fit_classical_with_feature_gan
-
             clf = fit_classical_with_feature_gan(
                 x_pool[tr], y_pool[tr], groups=groups[tr], model=classifier, mode=feature_gan,
                 ratio=feature_gan_ratio, cv=max(2, inner), seed=seed + k,
@@ -246,11 +247,6 @@ def _feature_folds(
 
 def _export(bundle: PathLike, common: dict[str, Any], cv_dir: Path, n_folds: int, flip_axes: Sequence[int]) -> Path:
     """Load the k fold checkpoints into one TorchScript ensemble (``cv_dir/ensemble/model.ts``)."""
-    import torch
-
-    from medmonai.engines.crossval import export_ensemble, fold_dir
-    from medmonai.engines.evaluation import load_weights
-
     parser = _parse_cv(bundle, {**common, "fold": 0})
     models = []
     for k in range(n_folds):
@@ -286,7 +282,8 @@ def run_crossval(
     """Run (or resume) a cross-validation of a classification or segmentation bundle and write its reports.
 
     Args:
-        bundle: the bundle folder (e.g. ``bundles/classification_2d`` or ``bundles/segmentation_3d``).
+        bundle: the bundle folder (e.g. ``bundles/classification`` or ``bundles/segmentation``; the pre-merge
+            names map).
         bundle_root: the bundle's ``bundle_root`` (outputs go to ``<bundle_root>/runs/cv``, default data to
             ``<bundle_root>/data``), as with ``python -m monai.bundle run``.
         scheme: ``kfold``, ``repeated_kfold``, ``loo``, ``loso``, ``groupkfold`` or ``holdout``.
@@ -311,9 +308,6 @@ def run_crossval(
     Returns:
         The ``cv_report.json`` content.
     """
-    from medmonai.data.synthetic import SYNTHETIC_MODES
-    from medmonai.engines.crossval import aggregate_crossval
-
     if classifier is not None and classifier not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {classifier!r}; choose from {CLASSIFIERS}")
     if synthetic_mode not in SYNTHETIC_MODES:
@@ -371,8 +365,6 @@ def run_crossval(
     _progress(f"{scheme}: {n} folds over {len(splits['case_ids'])} pooled cases; results in {cv_dir}")
     seed = int(parser.get_parsed_content("seed"))
     if segmentation:
-        from medmonai.engines.crossval import aggregate_segmentation_crossval, segmentation_fold_done
-
         _train_folds(files, common, cv_dir, n, done=segmentation_fold_done)
         extra = {"bundle": str(bundle), "network": parser.get_parsed_content("network_name"), "settings": settings}
         report = aggregate_segmentation_crossval(cv_dir, n, extra=extra)

@@ -18,14 +18,30 @@ It runs on the embedded synthetic phantom data, on CPU, in a few minutes, and wr
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from medmonai.apps.baseline import downsample_features, grouped_cv_baseline
 from medmonai.bundles import bundles_dir, medmonai_home, run_bundle
+from medmonai.data.builders import datalist_from_dicom_folder
+from medmonai.data.datalist import (
+    class_names,
+    format_problems,
+    load_datalist,
+    load_datalist_file,
+    validate_entries,
+    write_datalist,
+)
+from medmonai.data.dicom import is_error
+from medmonai.data.fingerprint import fingerprint_datalist, write_fingerprint
+from medmonai.data.phantoms import PhantomConfig, generate_phantom_dataset
+from medmonai.transforms.preprocessing import build_preprocessing
 from medmonai.utils import PathLike, atomic_write, atomic_write_json
 
 __all__ = ["run_demo"]
@@ -62,21 +78,18 @@ def _save_preview(images: list[np.ndarray], labels: list[int], classes: list[str
 
 
 def _train_and_evaluate_bundle(root: Path, seed: int = 0, quick: bool = False) -> dict[str, Any]:
-    """Train then evaluate ``bundles/classification_2d`` with MONAI's bundle runner; return the test report."""
-    import json
+    """Train then evaluate ``bundles/classification`` (2D, its default) with MONAI's bundle runner.
 
-    cfg = bundles_dir() / "classification_2d" / "configs"
-    common: dict[str, Any] = {
-        "meta_file": str(cfg / "metadata.json"),
-        "bundle_root": str(root),
-        "seed": seed,
-        "spatial_size": [48, 48],
-    }
-    if quick:
+    Returns:
+        The test report.
+    """
+    cfg = bundles_dir() / "classification" / "configs"
+    # the bundle's own defaults (planned input size, epochs, early stopping): the demo overrides nothing but the seed
+    common: dict[str, Any] = {"meta_file": str(cfg / "metadata.json"), "bundle_root": str(root), "seed": seed}
+    train_args: dict[str, Any] = {}
+    if quick:  # the tests' small preset: fewer phantoms, two epochs
         common["phantom"] = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": seed}
         train_args = {"max_epochs": 2}
-    else:
-        train_args = {"max_epochs": 40, "patience": 8}
     run_bundle([str(cfg / "train.yaml")], **common, **train_args)
     run_bundle([str(cfg / "train.yaml"), str(cfg / "evaluate.yaml")], **common)
     return json.loads((root / "runs" / "eval" / "report.json").read_text(encoding="utf-8"))
@@ -97,23 +110,6 @@ def run_demo(
     Returns:
         The summary dict (also written to ``out/summary.json``).
     """
-    from tqdm import tqdm
-
-    from medmonai.apps.baseline import downsample_features, grouped_cv_baseline
-    from medmonai.data.builders import datalist_from_dicom_folder
-    from medmonai.data.datalist import (
-        class_names,
-        format_problems,
-        load_datalist,
-        load_datalist_file,
-        validate_entries,
-        write_datalist,
-    )
-    from medmonai.data.dicom import is_error
-    from medmonai.data.fingerprint import fingerprint_datalist, write_fingerprint
-    from medmonai.data.phantoms import PhantomConfig, generate_phantom_dataset
-    from medmonai.transforms.preprocessing import build_preprocessing
-
     t0 = time.time()
     out = Path(out if out is not None else medmonai_home() / "demo").resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
 from medmonai.utils import PathLike, atomic_write, atomic_write_json, safe_output_path
 
 __all__ = [
@@ -125,8 +137,6 @@ def _status_text(status: Any) -> str:
 
 
 def _query_dataset(level: str, keys: Sequence[str], match: Mapping[str, str]) -> Any:
-    from pydicom.dataset import Dataset
-
     ds = Dataset()
     ds.QueryRetrieveLevel = level
     for k in keys:
@@ -194,8 +204,6 @@ class PacsClient:
 
     # ------------------------------------------------------------------------------------------ association
     def _ae(self) -> Any:
-        from pynetdicom import AE
-
         ae = AE(ae_title=self.calling_aet)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         ae.connection_timeout = self.timeout
@@ -214,8 +222,6 @@ class PacsClient:
     # ----------------------------------------------------------------------------------------------- echo
     def echo(self) -> bool:
         """C-ECHO: True when the node answers with success, else raises :class:`PacsError`."""
-        from pynetdicom.sop_class import Verification
-
         ae = self._ae()
         ae.add_requested_context(Verification)
         assoc = self._associate(ae, "C-ECHO")
@@ -239,10 +245,6 @@ class PacsClient:
             ValueError: for a file that is not DICOM (naming it).
             PacsError: when the association fails or the node refuses an instance (naming the file and status).
         """
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
         paths = [Path(f) for f in files]
         if not paths:
             return []
@@ -284,8 +286,6 @@ class PacsClient:
 
     # ----------------------------------------------------------------------------------------------- find
     def _find(self, level: str, keys: Sequence[str], match: Mapping[str, str]) -> list[dict[str, Any]]:
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
-
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         assoc = self._associate(ae, "C-FIND")
@@ -385,10 +385,6 @@ class PacsClient:
         Raises:
             PacsError: when the study is unknown, the association fails, or an operation reports failure.
         """
-        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-        from pynetdicom import build_role, evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
-
         series, sop_classes = self._series_and_classes(study_uid, series_uids)
         written: list[Path] = []
         failures: list[str] = []
@@ -443,10 +439,6 @@ class PacsClient:
             PacsError: when the study is unknown, the port cannot be opened, the node refuses the move (e.g. an
                 unknown destination) or reports instances it could not deliver.
         """
-        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-        from pynetdicom import evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
-
         port = port or self.move_port
         if not port:
             raise ValueError(

@@ -13,11 +13,28 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from medmonai.apps.crossval import CLASSIFIERS
-from medmonai.bundles import default_bundle_root, medmonai_home, resolve_bundle
+import yaml
+
+from medmonai import __version__
+from medmonai.apps.clinical import infer_dicom, load_clinical_model, result_files, watch_folder, watch_pacs
+from medmonai.apps.crossval import CLASSIFIERS, run_crossval
+from medmonai.apps.demo import run_demo
+from medmonai.bundles import default_bundle_root, medmonai_home, parse_bundle, qualified_name, resolve_bundle
+from medmonai.data import builders
+from medmonai.data.datalist import SPLIT_KEYS, DatalistError, format_problems, write_datalist
+from medmonai.data.dicom import is_dicom_file, list_folder_files
+from medmonai.data.fingerprint import fingerprint_datalist, write_fingerprint
+from medmonai.data.phantoms import PhantomConfig, generate_phantom_dataset
+from medmonai.data.planning import PLAN_TASKS
+from medmonai.data.preflight import PreflightError, preflight_datalist
 from medmonai.data.splits import SCHEMES
 from medmonai.data.synthetic import SYNTHETIC_MODES
-from medmonai.transforms.augmentation import LEVELS
+from medmonai.deploy.dicomweb import DicomWebClient, make_client
+from medmonai.deploy.onnx import export_onnx
+from medmonai.handlers.mlflow import log_report
+from medmonai.metrics.compare import compare_runs, format_p, write_comparison
+from medmonai.metrics.synthetic import audit_synthetic
+from medmonai.transforms.augmentation import LEVELS, save_augmentation_preview
 
 __all__ = ["main", "build_parser"]
 
@@ -34,8 +51,6 @@ def _float_list(value: str) -> list[float]:
 
 # ---------------------------------------------------------------------------------------------------- phantoms
 def _cmd_phantoms(args: argparse.Namespace) -> int:
-    from medmonai.data.phantoms import PhantomConfig, generate_phantom_dataset
-
     kwargs = {"spatial_dims": args.dims, "seed": args.seed}
     if args.small:
         config = PhantomConfig.small(args.dims)
@@ -66,8 +81,6 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- datalist
 def _write_and_report(datalist: dict, out: Path, problems: Sequence = ()) -> int:
-    from medmonai.data.datalist import SPLIT_KEYS, format_problems, write_datalist
-
     path = write_datalist(out, datalist)
     counts = ", ".join(f"{k}={len(datalist[k])}" for k in SPLIT_KEYS if isinstance(datalist.get(k), list))
     print(f"wrote {path} ({counts})")
@@ -79,8 +92,6 @@ def _write_and_report(datalist: dict, out: Path, problems: Sequence = ()) -> int
 
 
 def _cmd_datalist(args: argparse.Namespace) -> int:
-    from medmonai.data import builders
-
     classes = _csv_list(args.classes) if getattr(args, "classes", None) else None
     src = args.source
     if src == "medmnist":
@@ -122,9 +133,7 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- fingerprint
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    from medmonai.data.fingerprint import fingerprint_datalist, write_fingerprint
-
-    result = fingerprint_datalist(args.datalist, key=args.key, progress=not args.quiet)
+    result = fingerprint_datalist(args.datalist, key=args.key, progress=not args.quiet, task=args.task)
     out = Path(args.out) if args.out else Path(args.datalist).with_name("fingerprint.json")
     write_fingerprint(out, result)
     fp, plan = result["fingerprint"], result["plan"]
@@ -143,9 +152,6 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- check
 def _cmd_check(args: argparse.Namespace) -> int:
-    from medmonai.data.datalist import SPLIT_KEYS
-    from medmonai.data.preflight import PreflightError, preflight_datalist
-
     keys = SPLIT_KEYS if args.key == "all" else (args.key,)
     try:
         preflight_datalist(
@@ -162,8 +168,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from medmonai.apps.demo import run_demo
-
     out = args.out if args.out is not None else str(medmonai_home() / "demo")
     run_demo(out, spatial_dims=args.dims, seed=args.seed, quick=args.quick, progress=not args.quiet)
     if args.mlflow_uri:
@@ -174,8 +178,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _log_to_mlflow(report: Path, uri: str, experiment: str, params: dict[str, object]) -> None:
     """``--mlflow-uri``: the finished report and the files beside it as one MLflow run (docs/tracking.md)."""
-    from medmonai.handlers.mlflow import log_report
-
     run_id = log_report(report, uri, experiment, params=params)
     print(f"MLflow: run {run_id} in experiment {experiment!r} of {uri}")
 
@@ -184,8 +186,6 @@ def _log_to_mlflow(report: Path, uri: str, experiment: str, params: dict[str, ob
 # ------------------------------------------------------------------------------------------------------ cv
 def _parse_value(text: str) -> object:
     """A ``--set`` value: JSON/YAML literal when it parses (numbers, lists, null...), else the string."""
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -193,8 +193,6 @@ def _parse_value(text: str) -> object:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
-    from medmonai.apps.crossval import run_crossval
-
     overrides = _key_values(args.set, "--set")
     gan_overrides = _key_values(args.gan_set, "--gan-set")
     if args.datalist:
@@ -210,7 +208,8 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.mlflow_uri:
         params = {k: v for k, v in vars(args).items() if k not in ("func", "set", "gan_set", "mlflow_uri")}
-        experiment = args.mlflow_experiment or f"cv_{Path(args.bundle).resolve().name}"
+        folder, dims = _bundle_and_dims(args)
+        experiment = args.mlflow_experiment or f"cv_{qualified_name(folder.name, dims)}"
         cv_dir = Path(str(overrides.get("cv_dir", Path(args.bundle_root) / "runs" / "cv")))  # crossval.yaml's cv_dir
         report = cv_dir / "cv_report.json"
         _log_to_mlflow(report, args.mlflow_uri, experiment, {**params, "overrides": overrides})
@@ -233,8 +232,6 @@ def _int_list(value: str | None) -> list[int]:
 
 # ------------------------------------------------------------------------------------------------- compare
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from medmonai.metrics.compare import compare_runs, format_p, write_comparison
-
     res = compare_runs(args.run_a, args.run_b, n_boot=args.n_boot, seed=args.seed)
     auc, dl, bs, mc = res["auc"], res["delong"], res["bootstrap"], res["mcnemar"]
 
@@ -287,8 +284,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- augment-preview
 def _cmd_augment_preview(args: argparse.Namespace) -> int:
-    from medmonai.transforms.augmentation import save_augmentation_preview
-
     size = [int(v) for v in _csv_list(args.size)] if args.size else None
     res = save_augmentation_preview(
         args.datalist, args.out, preset=args.preset, spatial_dims=args.dims, n_images=args.n, n_draws=args.draws,
@@ -300,8 +295,6 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- audit-synthetic
 def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
-    from medmonai.metrics.synthetic import audit_synthetic
-
     rep = audit_synthetic(
         args.real_datalist, args.synthetic_datalist, args.out, real_key=args.real_key,
         synthetic_key=args.synthetic_key, spatial_dims=args.dims, k=args.k, reference_percentile=args.percentile,
@@ -335,8 +328,6 @@ def _clinical_overrides(items: list[str] | None) -> dict[str, object]:
 
 
 def _load_clinical(args: argparse.Namespace):  # noqa: ANN202 - a ClinicalModel
-    from medmonai.apps.clinical import load_clinical_model
-
     return load_clinical_model(
         args.bundle, bundle_root=args.bundle_root, model=args.model, overrides=_clinical_overrides(args.set),
         device=args.device, threshold=args.threshold, runtime=getattr(args, "runtime", "torch"),
@@ -345,8 +336,6 @@ def _load_clinical(args: argparse.Namespace):  # noqa: ANN202 - a ClinicalModel
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from medmonai.deploy.onnx import export_onnx
-
     rep = export_onnx(
         args.bundle, args.bundle_root, args.out, model=args.model, overrides=_clinical_overrides(args.set),
         fmt=args.format, n_samples=args.n_samples, opset=args.opset, atol=args.atol, rtol=args.rtol,
@@ -373,16 +362,12 @@ def _infer_kwargs(args: argparse.Namespace) -> dict[str, object]:
 
 def _client(args: argparse.Namespace, target: str, move_port: int | None = None):  # noqa: ANN202
     """A DIMSE PacsClient for ``AET@HOST:PORT``, a DICOMweb client for an ``http(s)://`` URL."""
-    from medmonai.deploy.dicomweb import make_client
-
     return make_client(
         target, calling_aet=args.calling_aet, move_port=move_port, username=args.dicomweb_user, ca_bundle=args.ca_bundle
     )
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from medmonai.apps.clinical import infer_dicom, result_files
-
     model = _load_clinical(args)
     result = infer_dicom(model, args.input, args.out, **_infer_kwargs(args))
     for r in result["results"]:
@@ -420,8 +405,6 @@ def infer_summary(result: dict, out: str | Path) -> str:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from medmonai.apps.clinical import watch_folder, watch_pacs
-
     if args.dicomweb and not args.dicomweb.lower().startswith(("http://", "https://")):
         raise ValueError(f"--dicomweb expects an http(s):// URL, got {args.dicomweb!r}")
     model = _load_clinical(args)
@@ -441,8 +424,6 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_pacs(args: argparse.Namespace) -> int:
-    from medmonai.deploy.dicomweb import DicomWebClient
-
     client = _client(args, args.node, move_port=args.move_port)
     web = isinstance(client, DicomWebClient)
     if args.action == "move" and web:
@@ -451,8 +432,6 @@ def _cmd_pacs(args: argparse.Namespace) -> int:
         client.echo()
         print(f"{args.node}: {'QIDO-RS' if web else 'C-ECHO'} ok")
     elif args.action == "store":
-        from medmonai.data.dicom import is_dicom_file, list_folder_files
-
         files = []
         for item in args.paths:  # files are sent as given; from folders, the DICOM files (suffix or DICM marker)
             p = Path(item)
@@ -508,15 +487,21 @@ def _default_bundle_root(args: argparse.Namespace) -> None:
     """Fill ``--bundle-root`` when not given: the bundle configs' default, $MEDMONAI_HOME/<bundle>_<dims>d."""
     if getattr(args, "bundle_root", "") is not None or not getattr(args, "bundle", None):
         return
+    folder, dims = _bundle_and_dims(args)
+    args.bundle_root = default_bundle_root(folder.name, dims)
+
+
+def _bundle_and_dims(args: argparse.Namespace) -> tuple[Path, int | None]:
+    """The bundle folder of ``args.bundle`` and its ``spatial_dims``: ``--set``, an old name's, else the default."""
     folder, implied = resolve_bundle(args.bundle)
     dims = _key_values(getattr(args, "set", None), "--set").get("spatial_dims", implied.get("spatial_dims"))
-    args.bundle_root = default_bundle_root(folder.name, None if dims is None else int(dims))
+    if dims is None:
+        dims = parse_bundle(folder).get("spatial_dims")  # the bundle's default (a plain number in train.yaml)
+    return folder, None if dims is None else int(str(dims))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``medmonai`` command."""
-    from medmonai import __version__
-
     p = argparse.ArgumentParser(prog="medmonai", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"medmonai {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -597,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("datalist", help="datalist JSON")
     fp.add_argument("--key", default="training", help="split to analyse (training/validation/test/all)")
     fp.add_argument("--out", default=None, help="JSON output (default: fingerprint.json beside the datalist)")
+    fp.add_argument(
+        "--task", default=None, choices=PLAN_TASKS,
+        help="plan with the task's rules, as its bundle does (classification: a 2D input budget of 48 x 48 px)",
+    )  # fmt: skip
     fp.set_defaults(func=_cmd_fingerprint)
 
     ck = sub.add_parser(
@@ -625,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser(
         "cv", help="cross-validate a bundle: folds, OOF report (classification: fold ensemble; segmentation: Dice)"
     )
-    cv.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
+    cv.add_argument("bundle", help="bundle folder, e.g. bundles/classification")
     cv.add_argument(
         "--scheme", default="kfold", choices=SCHEMES,
         help="split scheme: stratified k-fold, repeated k-fold, leave-one-out, leave-one-subject-out, group "
@@ -669,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --classifier: add synthetic feature vectors from a feature GAN trained per fold",
     )  # fmt: skip
     cv.add_argument("--feature-gan-ratio", type=float, default=1.0, help="the ratio of --feature-gan")
-    _mlflow_options(cv, "cv_report.json and the files beside it", "cv_<bundle folder name>")
+    _mlflow_options(cv, "cv_report.json and the files beside it", "cv_<bundle>_<dims>d, e.g. cv_classification_2d")
     cv.set_defaults(func=_cmd_cv)
 
     ap = sub.add_parser("augment-preview", help="PNG grid of an augmentation preset applied to a datalist's images")
@@ -724,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--ca-bundle", default=None, help="DICOMweb over https: CA certificate file")
 
     def clinical_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
+        sp.add_argument("bundle", help="bundle folder, e.g. bundles/classification")
         sp.add_argument("--out", required=True, help="output folder")
         sp.add_argument(
             "--bundle-root", default=None,
@@ -818,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "export", help="export a trained bundle's network to ONNX (or TorchScript), checked against the checkpoint"
     )
-    ex.add_argument("bundle", help="bundle folder, e.g. bundles/classification_2d")
+    ex.add_argument("bundle", help="bundle folder, e.g. bundles/classification")
     ex.add_argument(
         "--bundle-root", default=None,
         help="the bundle_root the bundle was trained with (default: the bundle's, $MEDMONAI_HOME/<bundle>_<dims>d)",
@@ -843,8 +832,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with status 2 instead of a traceback, and so is a missing optional extra (the message names the ``pip install``);
     ``-v`` shows the traceback.
     """
-    from medmonai.data.datalist import DatalistError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

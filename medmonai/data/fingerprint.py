@@ -565,8 +565,12 @@ def fingerprint_datalist(
     spatial_dims: int | None = None,
     max_patch_voxels: int | None = None,
     divisor: int | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """Fingerprint one split of a datalist (``"all"`` for every split) and plan its preprocessing.
+
+    ``task`` (``"classification"``, ``"segmentation"`` or ``None``) selects task-specific planning rules (see
+    :func:`~medmonai.data.planning.plan_from_fingerprint`).
 
     The datalist's ``classes`` name the labels and its top-level ``modality`` (a string, or an MSD-style
     ``{"0": "MRI"}`` mapping) is used for images whose reader and entry give no modality.
@@ -586,7 +590,9 @@ def fingerprint_datalist(
         seed=seed,
         default_modality=normalize_modality(raw.get("modality")),
     )
-    plan = plan_from_fingerprint(fp, spatial_dims=spatial_dims, max_patch_voxels=max_patch_voxels, divisor=divisor)
+    plan = plan_from_fingerprint(
+        fp, spatial_dims=spatial_dims, max_patch_voxels=max_patch_voxels, divisor=divisor, task=task
+    )
     return {"fingerprint": fp, "plan": plan, "datalist": os.fspath(datalist_path), "key": key}
 
 
@@ -600,6 +606,7 @@ def ensure_plan(
     out: PathLike | None = None,
     key: str = "training",
     progress: bool = True,
+    task: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """The preprocessing plan of a datalist, computed once and cached as a fingerprint JSON.
@@ -608,7 +615,13 @@ def ensure_plan(
     the first run fingerprints the ``key`` split (never ``test``) and writes ``out``; later runs read it back, as long
     as it was made from the same datalist file and split. A cached plan is used as it was made, also one written by
     an older version (a trained model keeps the plan it was trained with; a plan without ``in_channels`` means one
-    channel): delete the file to plan again. ``overrides`` replace plan values (e.g. ``spatial_size``).
+    channel): delete the file to plan again. ``task`` selects task-specific planning rules
+    (:func:`~medmonai.data.planning.plan_from_fingerprint`; the classification bundle passes ``"classification"``).
+    ``overrides`` replace plan values (e.g. ``spatial_size``).
+
+    Raises:
+        ValueError: when ``out`` holds a plan of another ``spatial_dims`` than the one requested (a run folder of
+            the other dimensionality), naming the file.
 
     Returns:
         The plan dict (consumable by :func:`medmonai.transforms.preprocessing.build_preprocessing`).
@@ -619,12 +632,20 @@ def ensure_plan(
     if out.is_file():
         try:
             cached = json.loads(out.read_text(encoding="utf-8"))
-            if cached.get("datalist") == os.fspath(datalist_path) and cached.get("key") == key:
-                result = cached
         except (OSError, json.JSONDecodeError):
-            result = None
+            cached = None
+        dims = overrides.get("spatial_dims")
+        planned = (cached or {}).get("plan", {}).get("spatial_dims") if isinstance(cached, dict) else None
+        if dims is not None and planned is not None and int(dims) != int(planned):
+            # one bundle serves 2D and 3D: a run folder planned in the other dimensionality is not re-planned over
+            raise ValueError(
+                f"{out}: this run folder holds a {int(planned)}D plan but spatial_dims={dims} was requested; pass "
+                f"spatial_dims={int(planned)} (the setting it was trained with) or use another bundle_root"
+            )
+        if isinstance(cached, dict) and cached.get("datalist") == os.fspath(datalist_path) and cached.get("key") == key:
+            result = cached
     if result is None:
-        result = fingerprint_datalist(datalist_path, key=key, progress=progress)
+        result = fingerprint_datalist(datalist_path, key=key, progress=progress, task=task)
         write_fingerprint(out, result)
     plan = dict(result["plan"])
     plan.update({k: v for k, v in overrides.items() if v is not None})

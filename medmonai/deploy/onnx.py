@@ -360,7 +360,7 @@ def export_onnx(
     """Export a trained bundle's network to ONNX, checked against the checkpoint (see the module docstring).
 
     Args:
-        bundle_dir: the bundle folder (``bundles/classification_2d``...).
+        bundle_dir: the bundle folder (``bundles/classification``, ``bundles/segmentation``).
         bundle_root: the ``bundle_root`` it was trained with (holds ``runs/``).
         out: the output ``.onnx`` file (a report ``<out>.json`` is written beside it).
         model: the checkpoint (default: the run's ``runs/checkpoints/model.pt``).

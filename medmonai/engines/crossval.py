@@ -13,7 +13,7 @@ Layout of a cross-validation folder ``cv_dir`` (written by the bundles' ``crossv
   CIs, and ``model.ts``: the ensemble as one TorchScript module.
 * ``cv_report.json`` — per-fold metrics, their mean ± std across folds, the OOF metrics and the ensemble's.
 
-Segmentation bundles (``crossval.yaml`` of ``segmentation_2d``/``segmentation_3d``) write, per fold, the Dice/HD95
+Segmentation bundles (``crossval.yaml`` of ``bundles/segmentation``) write, per fold, the Dice/HD95
 report of the fold's validation part in its original geometry (``fold<k>/eval_validation/report.json``, written
 last); :func:`aggregate_segmentation_crossval` pools those cases into ``oof/`` (``report.json``, ``per_case.csv``) and
 ``cv_report.json`` (per-class Dice and HD95 of every fold, their mean ± std across folds, and the pooled

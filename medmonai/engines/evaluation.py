@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
+from sklearn.metrics import roc_auc_score
 
 from medmonai.data.domain import out_of_distribution_columns, screen_for_report
 from medmonai.engines.losses import training_class_prior
@@ -181,6 +182,8 @@ def evaluate_classifier(
             thr = choose_threshold(yv if yv is not None else np.zeros(len(pv), int), pv[:, 1], method="fixed")
         else:
             thr = choose_threshold(yv, pv[:, 1], method=threshold, target_sensitivity=target_sensitivity)
+            # the model-selection number, beside the test report (compare settings by it, not by the test AUC)
+            info["validation_auc"] = float(roc_auc_score(yv, pv[:, 1]))
         info["n_validation"] = len(validation)
     else:
         thr = _multiclass_rule(

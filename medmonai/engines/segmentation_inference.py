@@ -26,9 +26,24 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
+import nibabel as nib
 import numpy as np
+import pydicom
 import torch
+from monai.data import MetaTensor
+from monai.data.utils import affine_to_spacing
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Compose, Invertd
+from pydicom.sr.codedict import codes
 
+from medmonai.data.dicom import scan_dicom_files, scan_dicom_folder
+from medmonai.data.domain import screen_for_report
+from medmonai.engines.evaluation import load_weights
+from medmonai.engines.inference import collect_inputs
+from medmonai.metrics.segmentation import case_metrics, format_summary, segmentation_report, write_segmentation_report
+from medmonai.transforms.io import load_image_transforms, reader_name_for
+from medmonai.transforms.preprocessing import PlanarAffined
 from medmonai.utils import PathLike, atomic_write, atomic_write_json, safe_output_path
 
 __all__ = [
@@ -63,8 +78,6 @@ def _case_name(entry: Mapping[str, Any], index: int) -> str:
 
 def is_dicom_input(image: Any) -> bool:
     """Whether :class:`~medmonai.transforms.io.MedicalImageReader` reads ``image`` as DICOM (a series or a file)."""
-    from medmonai.transforms.io import reader_name_for
-
     try:
         return reader_name_for(image) == "DicomSeriesReader"
     except (ValueError, FileNotFoundError):
@@ -107,8 +120,6 @@ class SegmentationPredictor:
         tta_flip_axes: Sequence[int] = (),
         image_key: str = "image",
     ) -> None:
-        from monai.inferers import SlidingWindowInferer
-
         self.network = network
         self.preprocessing = preprocessing
         self.num_classes = int(num_classes)
@@ -144,10 +155,6 @@ class SegmentationPredictor:
         Raises:
             RuntimeError: when the inverted prediction is not on the original grid (shape), naming the image.
         """
-        from monai.data import MetaTensor
-        from monai.data.utils import affine_to_spacing
-        from monai.transforms import Invertd
-
         data = self.preprocessing({self.image_key: image})
         img = data[self.image_key]
         probs = self.probabilities(img)
@@ -190,8 +197,6 @@ def write_nifti_mask(path: PathLike, label: np.ndarray, affine: np.ndarray, refe
     Raises:
         ValueError: when ``label`` does not have the reference image's shape.
     """
-    import nibabel as nib
-
     arr = np.asarray(label, dtype=np.uint8)
     if reference is not None:
         ref = nib.load(str(reference))
@@ -214,8 +219,6 @@ def write_nifti_mask(path: PathLike, label: np.ndarray, affine: np.ndarray, refe
 
 def _source_series(image: Any, series_uid: str | None) -> Any:
     """The :class:`~medmonai.data.dicom.SeriesInfo` of a DICOM input (files sorted like the loaded ``k`` axis)."""
-    from medmonai.data.dicom import scan_dicom_files, scan_dicom_folder
-
     if isinstance(image, list | tuple):
         series, _ = scan_dicom_files([str(f) for f in image], on_error="raise")
     elif Path(str(image)).is_dir():
@@ -270,10 +273,6 @@ def write_dicom_seg(
     Raises:
         ValueError: when the label map does not fit the series (shape or geometry), naming the series.
     """
-    import highdicom as hd
-    import pydicom
-    from pydicom.sr.codedict import codes
-
     series = _source_series(source, series_uid)
     arr = np.asarray(label)
     if tuple(arr.shape) != tuple(series.loaded_shape):
@@ -323,8 +322,6 @@ def write_dicom_seg(
 
 def _load_weights(network: torch.nn.Module, checkpoint: PathLike | None) -> None:
     if checkpoint is not None:
-        from medmonai.engines.evaluation import load_weights
-
         load_weights(network, checkpoint)
 
 
@@ -374,9 +371,6 @@ def predict_segmentation_to_files(
         The content of ``predictions.json``: one record per case with the output files, the shape, the spacing and
         the predicted volume (mm^3) per class.
     """
-    from medmonai.data.domain import screen_for_report
-    from medmonai.engines.inference import collect_inputs
-
     _load_weights(network, checkpoint)
     network = network.to(device)
     entries = list(source) if isinstance(source, list | tuple) else collect_inputs(source, input_key)
@@ -483,18 +477,6 @@ def evaluate_segmentation(
     Raises:
         ValueError: for an entry without a reference mask, or a mask off the image grid (naming the files).
     """
-    from monai.transforms import Compose
-
-    from medmonai.data.domain import screen_for_report
-    from medmonai.metrics.segmentation import (
-        case_metrics,
-        format_summary,
-        segmentation_report,
-        write_segmentation_report,
-    )
-    from medmonai.transforms.io import load_image_transforms
-    from medmonai.transforms.preprocessing import PlanarAffined
-
     if not entries:
         raise ValueError("no entries to evaluate")
     keyed = [{**e, "case_id": _case_name(e, i)} for i, e in enumerate(entries)]

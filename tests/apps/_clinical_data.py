@@ -9,6 +9,18 @@ from pathlib import Path
 import pydicom
 from monai.bundle import run
 
+from tests._bundles import bundle_dir, run_args
+
+__all__ = [
+    "bundle_dir",
+    "checksums",
+    "copy_study",
+    "copy_tree",
+    "subject_dirs",
+    "trained_classifier",
+    "trained_segmenter",
+]
+
 REPO = Path(__file__).resolve().parents[2]
 CLS_PHANTOM = {"n_subjects": 12, "images_per_subject": [1, 3], "test_fraction": 0.25, "seed": 0}
 SEG_PHANTOM = {"n_subjects": 8, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0, "fov_mm": 40.0}
@@ -20,18 +32,8 @@ PATIENT_ID = "QX-7731-ZZ"
 _CACHE: dict[str, Path] = {}
 
 
-def bundle_dir(name: str) -> Path:
-    return REPO / "bundles" / name
-
-
 def _run(name: str, root: Path, *extra: str, **overrides: object) -> None:
-    cfg = bundle_dir(name) / "configs"
-    run(
-        config_file=[str(cfg / "train.yaml")] + [str(cfg / f"{e}.yaml") for e in extra],
-        meta_file=str(cfg / "metadata.json"),
-        bundle_root=str(root),
-        **overrides,
-    )
+    run(**run_args(name, root, *extra, **overrides))
 
 
 def trained_classifier(factory) -> Path:

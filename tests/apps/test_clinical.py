@@ -29,6 +29,7 @@ from tests.apps._clinical_data import (
     bundle_dir,
     checksums,
     copy_study,
+    copy_tree,
     subject_dirs,
     trained_segmenter,
 )
@@ -105,6 +106,25 @@ def test_classification_cli_writes_sr_and_tables_without_touching_inputs_or_leak
         caplog.text, printed.out, printed.err, (out / "results.json").read_text(), (out / "results.csv").read_text()
     )
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+
+
+def test_binary_decisions_use_the_positive_class_of_the_report(cls_root, study, tmp_path):
+    """A report whose threshold is on class 0 is applied to class 0, not to the second class."""
+    run = copy_tree(cls_root, tmp_path / "run")
+    report_file = run / "runs" / "eval" / "report.json"
+    report = json.loads(report_file.read_text())
+    report["positive_class"], report["threshold"]["threshold"] = 0, 0.3
+    report_file.write_text(json.dumps(report))
+    model = load_clinical_model(CLS, run, device="cpu")
+    assert (model.threshold, model.positive_class) == (0.3, 0)
+    out = tmp_path / "out"
+    assert main(["infer", str(CLS), str(study), "--out", str(out), "--bundle-root", str(run), "--device", "cpu"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["threshold"] == pytest.approx(0.3)
+    for rec in result["results"]:
+        assert rec["predicted"] == ("benign" if rec["probabilities"]["benign"] >= 0.3 else "malignant")
+    # a threshold given by the user applies to the report's positive class too
+    assert load_clinical_model(CLS, run, device="cpu", threshold=0.9).positive_class == 0
 
 
 def test_fold_ensemble_torchscript_gives_the_checkpoint_probabilities_and_the_oof_threshold(

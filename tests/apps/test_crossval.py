@@ -21,7 +21,7 @@ from medmonai.engines.crossval import fold_dir
 from medmonai.utils import read_json
 from tests.conftest import require
 
-BUNDLE = bundles_dir() / "classification_2d"
+BUNDLE = bundles_dir() / "classification"
 FAST = {"max_epochs": 1, "spatial_size": [32, 32], "batch_size": 16}
 
 

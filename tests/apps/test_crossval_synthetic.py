@@ -15,7 +15,7 @@ from medmonai.utils import read_json
 
 pytestmark = pytest.mark.slow  # the whole module: a GAN and a training run per fold
 
-BUNDLE = bundles_dir() / "classification_2d"
+BUNDLE = bundles_dir() / "classification"
 FAST = {"max_epochs": 1, "spatial_size": [32, 32], "batch_size": 16}
 # a tiny GAN: this checks the wiring and the no-leak rule, not image quality
 GAN = {"max_epochs": 1, "epoch_length": 2, "g_channels": 4, "d_channels": 4, "latent_dim": 8, "batch_size": 4}

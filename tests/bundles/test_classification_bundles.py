@@ -14,25 +14,15 @@ import torch
 from monai.bundle import ckpt_export, run, verify_net_in_out
 
 from medmonai.metrics.report import summary_line
+from tests._bundles import bundle_dir, run_args
 from tests._tensorboard import tensorboard_tags
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0}
 
 
-def _configs(name, *extra):
-    cfg = REPO / "bundles" / name / "configs"
-    return [str(cfg / "train.yaml")] + [str(cfg / f"{e}.yaml") for e in extra]
-
-
 def _run(name, root, *extra, **overrides):
-    run(
-        config_file=_configs(name, *extra),
-        meta_file=str(REPO / "bundles" / name / "configs" / "metadata.json"),
-        bundle_root=str(root),
-        phantom=TINY,
-        **overrides,
-    )
+    run(**run_args(name, root, *extra, phantom=TINY, **overrides))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +83,7 @@ def test_2d_evaluate_and_inference(trained_2d, capsys):
 
 
 def test_2d_verify_net_and_torchscript_export_match_checkpoint(trained_2d, tmp_path):
-    cfg = REPO / "bundles" / "classification_2d" / "configs"
+    cfg = bundle_dir("classification_2d") / "configs"
     common = {"meta_file": str(cfg / "metadata.json"), "config_file": str(cfg / "train.yaml"), "num_classes": 2}
     common |= {"in_channels": 1, "input_range": [0, 1]}  # like num_classes: given, not planned from data in the cwd
     verify_net_in_out(net_id="network_def", device="cpu", **common)
@@ -127,7 +117,7 @@ def test_3d_bundle_trains_and_evaluates(tmp_path):
 @pytest.mark.slow
 def test_bundle_cli_entry_point(tmp_path):
     """The documented command line works (a separate process, the real `python -m monai.bundle run`)."""
-    cfg = REPO / "bundles" / "classification_2d" / "configs"
+    cfg = bundle_dir("classification_2d") / "configs"  # bundles/classification, 2D by default
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(cfg / "train.yaml")]
     cmd += ["--bundle_root", str(tmp_path), "--max_epochs", "1", "--spatial_size", "[32, 32]"]
     cmd += ["--phantom", json.dumps(TINY)]

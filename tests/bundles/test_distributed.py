@@ -25,12 +25,13 @@ import torch.distributed as dist
 import yaml
 from monai.bundle import ConfigParser
 
+from tests._bundles import bundle_dir, bundle_of
 from tests._tensorboard import tensorboard_tags
 
 pytestmark = pytest.mark.slow  # the whole module: multi-process runs
 
 REPO = Path(__file__).resolve().parents[2]
-TRAINING_BUNDLES = ["classification_2d", "classification_3d", "segmentation_2d", "segmentation_3d", "gan_augmentation"]
+TRAINING_BUNDLES = ["classification", "segmentation", "gan_augmentation"]
 TINY = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0}
 TINY_3D = {
     "n_subjects": 12,
@@ -55,7 +56,7 @@ needs_gloo = pytest.mark.skipif(
 
 
 def _cfg(bundle: str) -> Path:
-    return REPO / "bundles" / bundle / "configs"
+    return bundle_dir(bundle) / "configs"
 
 
 def _env(cpu: bool = True) -> dict[str, str]:
@@ -93,7 +94,7 @@ def _torchrun(bundle: str, root: Path, timeout: float = 240, nproc: int = 2, cpu
     cmd += [json.dumps([str(cfg / "train.yaml"), str(cfg / "multi_gpu_train.yaml")])]
     cmd += ["--meta_file", str(cfg / "metadata.json"), "--bundle_root", str(root)]
     cmd += ["--logging_file", str(_engine_logging_conf(cfg, root))]
-    for k, v in overrides.items():
+    for k, v in {**bundle_of(bundle)[1], **overrides}.items():
         cmd += [f"--{k}", json.dumps(v)]
     proc = subprocess.Popen(
         cmd,
@@ -125,7 +126,7 @@ def _network_from_checkpoint(bundle: str, root: Path, ckpt: Path, **overrides: A
     """The plain ``network_def`` of the single-process config with the checkpoint's weights (strict)."""
     parser = ConfigParser()
     parser.read_config(str(_cfg(bundle) / "train.yaml"))
-    parser.update({"bundle_root": str(root), **overrides})
+    parser.update({"bundle_root": str(root), **bundle_of(bundle)[1], **overrides})
     net = parser.get_parsed_content("network_def")
     state = torch.load(ckpt, weights_only=True)
     net.load_state_dict(state["network"] if "network" in state else state)
@@ -173,15 +174,6 @@ def test_multi_gpu_config_keeps_train_initialize_and_run(bundle):
         assert any(step.removeprefix("$") in s for s in multi.get("run", train["run"])), f"{bundle}: {step!r} missing"
     assert "BroadcastTerminate" in multi["train#trainer#train_handlers"]
     assert multi["train#sampler"]["_target_"] == "DistributedSampler"
-
-
-@pytest.mark.parametrize(
-    ("tested", "twin"), [("classification_2d", "classification_3d"), ("segmentation_3d", "segmentation_2d")]
-)
-def test_untested_multi_gpu_configs_equal_the_tested_ones(tested, twin):
-    """classification_3d and segmentation_2d share their twins' DDP config (also run under torchrun below)."""
-    text = (_cfg(tested) / "multi_gpu_train.yaml").read_text()
-    assert (_cfg(twin) / "multi_gpu_train.yaml").read_text() == text.replace(tested, twin)
 
 
 # ------------------------------------------------------------------------------------ handlers in two gloo processes

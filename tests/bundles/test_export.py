@@ -1,11 +1,12 @@
 """TorchScript export (``monai.bundle ckpt_export``) of the bundles that tests elsewhere do not export.
 
-classification_2d (tests/bundles/test_classification_bundles.py) and segmentation_3d
-(tests/bundles/test_segmentation_bundles.py) are exported there. Here: classification_3d, segmentation_2d and the GAN
-generator, each trained for one tiny epoch, exported with the arguments of the bundle's docs/README.md, and compared
-with the checkpoint loaded into the bundle's own network definition (``torch.load(weights_only=True)``, strict) on a
-real input: a preprocessed validation image (through the bundle's sliding-window inferer for segmentation), or real
-class labels for the generator.
+The 2D classification and 3D segmentation configurations (tests/bundles/test_classification_bundles.py,
+tests/bundles/test_segmentation_bundles.py) are exported there. Here: ``bundles/classification`` with
+``spatial_dims 3``, ``bundles/segmentation`` with ``spatial_dims 2`` and the GAN generator, each trained for one
+tiny epoch, exported with the arguments of the bundle's docs/README.md, and compared with the checkpoint loaded into
+the bundle's own network definition (``torch.load(weights_only=True)``, strict) on a real input: a preprocessed
+validation image (through the bundle's sliding-window inferer for segmentation), or real class labels for the
+generator.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, run
 
+from tests._bundles import bundle_dir, bundle_of, run_args
+
 pytestmark = pytest.mark.slow  # the whole module: several training runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,17 +29,11 @@ TINY_SEG_2D = {"n_subjects": 12, "images_per_subject": [1, 2], "test_fraction": 
 
 
 def _cfg(bundle: str) -> Path:
-    return REPO / "bundles" / bundle / "configs"
+    return bundle_dir(bundle) / "configs"
 
 
 def _train(bundle: str, root: Path, **overrides: Any) -> None:
-    cfg = _cfg(bundle)
-    run(
-        config_file=str(cfg / "train.yaml"),
-        meta_file=str(cfg / "metadata.json"),
-        bundle_root=str(root),
-        **overrides,
-    )
+    run(**run_args(bundle, root, **overrides))
 
 
 def _parser(bundle: str, root: Path, **overrides: Any) -> ConfigParser:
@@ -45,7 +42,7 @@ def _parser(bundle: str, root: Path, **overrides: Any) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(str(cfg / "train.yaml"))
     parser.read_meta(str(cfg / "metadata.json"))
-    parser.update({"bundle_root": str(root), **overrides})
+    parser.update({"bundle_root": str(root), **bundle_of(bundle)[1], **overrides})
     return parser
 
 
@@ -59,6 +56,7 @@ def _export(bundle: str, out: Path, ckpt: Path, net_id: str = "network_def", **o
         ckpt_file=str(ckpt),
         meta_file=str(cfg / "metadata.json"),
         config_file=str(cfg / "train.yaml"),
+        **bundle_of(bundle)[1],
         **overrides,
     )
     with zipfile.ZipFile(out) as z:  # the bundle's metadata and config travel inside the TorchScript file

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from monai.bundle import run
 
 from medmonai.data.datalist import load_datalist
+from tests._bundles import run_args
 from tests.bundles.test_distributed import GAN_SMALL, SEG_FAST, TINY, TINY_3D, _network_from_checkpoint, _torchrun
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,13 +34,7 @@ needs_nccl = pytest.mark.skipif(
 
 
 def _run(bundle: str, root: Path, *extra: str, **overrides: Any) -> None:
-    cfg = REPO / "bundles" / bundle / "configs"
-    run(
-        config_file=[str(cfg / "train.yaml")] + [str(cfg / f"{e}.yaml") for e in extra],
-        meta_file=str(cfg / "metadata.json"),
-        bundle_root=str(root),
-        **overrides,
-    )
+    run(**run_args(bundle, root, *extra, **overrides))
 
 
 def _probabilities(path: Path) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from monai.bundle import ckpt_export, run, verify_net_in_out
 
 from medmonai.metrics.report import summary_line
+from tests._bundles import bundle_dir, run_args
 from tests._tensorboard import tensorboard_tags
 from tests.conftest import require
 
@@ -36,18 +37,11 @@ FAST = {"base_filters": 4, "num_samples": 1, "val_interval": 1, "val_fraction": 
 
 
 def _cfg(name):
-    return REPO / "bundles" / name / "configs"
+    return bundle_dir(name) / "configs"
 
 
 def _run(name, root, *extra, phantom=TINY_3D, **overrides):
-    cfg = _cfg(name)
-    run(
-        config_file=[str(cfg / "train.yaml")] + [str(cfg / f"{e}.yaml") for e in extra],
-        meta_file=str(cfg / "metadata.json"),
-        bundle_root=str(root),
-        phantom=phantom,
-        **{**FAST, **overrides},
-    )
+    run(**run_args(name, root, *extra, phantom=phantom, **{**FAST, **overrides}))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +140,7 @@ def test_3d_crossval_runner_trains_every_fold_and_aggregates_dice(trained_3d, tm
     root = tmp_path / "cv"
     shutil.copytree(trained_3d / "data", root / "data")
     overrides = {"phantom": TINY_3D, **FAST, "max_epochs": 1}
-    report = run_crossval(REPO / "bundles" / "segmentation_3d", bundle_root=root, n_folds=2, overrides=overrides)
+    report = run_crossval(bundle_dir("segmentation_3d"), bundle_root=root, n_folds=2, overrides=overrides)
     cv_dir = root / "runs" / "cv"
     splits = json.loads((cv_dir / "splits.json").read_text())
     assert len(splits["folds"]) == 2
@@ -165,7 +159,7 @@ def test_3d_crossval_runner_trains_every_fold_and_aggregates_dice(trained_3d, tm
     assert (cv_dir / "oof" / "per_case.csv").is_file()
     # classification-only options are refused, naming the option
     with pytest.raises(ValueError, match="classifier"):
-        run_crossval(REPO / "bundles" / "segmentation_3d", bundle_root=root, n_folds=2, overrides=overrides,
+        run_crossval(bundle_dir("segmentation_3d"), bundle_root=root, n_folds=2, overrides=overrides,
                      classifier="logreg_l2")  # fmt: skip
 
 
@@ -174,7 +168,16 @@ def test_2d_bundle_cli_train_then_evaluate_and_inference(tmp_path):
     """`python -m monai.bundle run` in a separate process, then evaluation and inference on the PNG test split."""
     cfg = _cfg("segmentation_2d")
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(cfg / "train.yaml")]
-    cmd += ["--bundle_root", str(tmp_path), "--max_epochs", "1", "--phantom", json.dumps(TINY_2D)]
+    cmd += [
+        "--bundle_root",
+        str(tmp_path),
+        "--spatial_dims",
+        "2",
+        "--max_epochs",
+        "1",
+        "--phantom",
+        json.dumps(TINY_2D),
+    ]
     for k, v in FAST.items():
         cmd += [f"--{k}", str(v)]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=REPO)

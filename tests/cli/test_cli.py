@@ -145,7 +145,7 @@ def test_help_has_help_for_every_option_defaults_and_no_rest_markup():
 
 def test_bundle_root_defaults_to_the_bundles_run_folder_outside_the_source_tree(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDMONAI_HOME", str(tmp_path / "home"))
-    bundle = bundles_dir() / "classification_2d"
+    bundle = bundles_dir() / "classification"
     args = build_parser().parse_args(["export", str(bundle), "--out", str(tmp_path / "m.onnx")])
     assert args.bundle_root is None
     _default_bundle_root(args)

@@ -277,12 +277,18 @@ def test_plan_feeds_build_preprocessing(tmp_path):
         assert float(out["image"].max()) <= (n["upper"] - n["mean"]) / n["std"] + 1e-4
 
 
-def test_fingerprint_datalist_all_splits_and_json_roundtrip(tmp_path):
-    rng = np.random.default_rng(8)
+def _labelled_volumes(folder, n, seed, prefix):
+    """``n`` random 12x12x8 NIfTI volumes at (1, 1, 1.5) mm with alternating labels, one subject each."""
+    rng = np.random.default_rng(seed)
     ents = []
-    for i in range(4):
+    for i in range(n):
         arr = rng.uniform(10, 500, (12, 12, 8)).astype(np.float32)
-        ents.append({**_write(tmp_path / "data", f"m{i}", arr, (1.0, 1.0, 1.5)), "label": i % 2, "subject": f"s{i}"})
+        ents.append({**_write(folder, f"{prefix}{i}", arr, (1.0, 1.0, 1.5)), "label": i % 2, "subject": f"s{i}"})
+    return ents
+
+
+def test_fingerprint_datalist_all_splits_and_json_roundtrip(tmp_path):
+    ents = _labelled_volumes(tmp_path / "data", 4, 8, "m")
     dl = make_datalist(
         {"training": ents[:2], "validation": ents[2:3], "test": ents[3:]}, classes=["a", "b"], modality="MRI"
     )
@@ -395,3 +401,19 @@ def test_colour_and_alpha_records_and_the_channel_plan(tmp_path):
     assert plan_from_fingerprint(fp3)["in_channels"] == 4 and plan_from_fingerprint(fp3)["channels"] is None
     old = _fake_fp([(20, 20)] * 2, [(1.0, 1.0)] * 2, dims=2) | {"channels": {"3": 2}}
     assert plan_from_fingerprint(old)["in_channels"] == 3
+
+
+def test_ensure_plan_passes_the_task_and_refuses_a_run_folder_of_the_other_dimensionality(tmp_path):
+    from medmonai.data.fingerprint import ensure_plan
+
+    ents = _labelled_volumes(tmp_path / "data", 3, 3, "v")
+    path = write_datalist(tmp_path / "data" / "datalist.json", make_datalist({"training": ents}, classes=["a", "b"]))
+    out = tmp_path / "runs" / "fingerprint.json"
+    plan = ensure_plan(path, out, progress=False, task="classification", spatial_dims=3)
+    assert plan["task"] == "classification" and json.loads(out.read_text())["plan"]["task"] == "classification"
+    assert ensure_plan(path, out, progress=False, spatial_dims=3)["spatial_size"] == plan["spatial_size"]  # cached
+    # one bundle serves 2D and 3D: a 3D run folder asked for a 2D plan is an error naming the file, not re-planned
+    before = out.read_text()
+    with pytest.raises(ValueError, match=r"fingerprint.json: this run folder holds a 3D plan but spatial_dims=2"):
+        ensure_plan(path, out, progress=False, spatial_dims=2)
+    assert out.read_text() == before

@@ -223,3 +223,38 @@ def test_a_subclass_overrides_one_rule():
     assert plan["target_spacing"] == [1.0, 1.0, 1.0] and plan["spatial_size"] == [56, 56, 40]
     assert plan["reasons"][0] == "target spacing: 1 mm isotropic (site policy)"
     assert Planner(divisor=8).plan(fp) == plan_from_fingerprint(fp, divisor=8)
+
+
+def test_classification_plans_a_2d_input_budget_with_the_whole_field_of_view():
+    # the default 2D phantoms: ~75 px at ~0.85 mm (80 x 80 planned without a task)
+    fp = _fp([(75, 75)] * 4 + [(70, 72)], [(0.85, 0.85)] * 5, dims=2, modality_counts={"8bit": 5})
+    general = plan_from_fingerprint(fp)
+    assert general["spatial_size"] == [80, 80] and "task" not in general
+    cls = plan_from_fingerprint(fp, task="classification")
+    assert cls["task"] == "classification" and cls["max_patch_voxels"] == planning.CLASSIFICATION_MAX_VOXELS[2]
+    # the whole image resized (anti-aliased) into the budget at the median spacing: no centre crop
+    assert cls["spatial_size"] == [48, 48] and cls["size_mode"] == "resize"
+    assert cls["target_spacing"] == general["target_spacing"] and general["size_mode"] == "crop_pad"
+    assert any(r.startswith("input budget: 2D classification, 48 x 48 = 2304 voxels") for r in cls["reasons"])
+    assert any(r.startswith("classification input: the whole image") for r in cls["reasons"])
+    # a wide image keeps its aspect ratio within the budget
+    wide = plan_from_fingerprint(_fp([(150, 75)] * 3, [(0.85, 0.85)] * 3, dims=2), task="classification")
+    assert wide["spatial_size"] == [64, 32] and wide["size_mode"] == "resize"
+    # given by hand, the budget wins and no budget reason is added
+    manual = plan_from_fingerprint(fp, task="classification", max_patch_voxels=128**2)
+    assert manual["spatial_size"] == [80, 80] and not any(r.startswith("input budget") for r in manual["reasons"])
+    # small images (MedMNIST's 28 px) keep their plan (only the budget and its reasons are recorded); 3D is planned
+    # as without a task, apart from the recorded task
+    small = _fp([(28, 28)] * 3, [(1.0, 1.0)] * 3, dims=2, modality_counts={"8bit": 3})
+    with_task, without = plan_from_fingerprint(small, task="classification"), plan_from_fingerprint(small)
+    recorded = ("task", "max_patch_voxels", "reasons")
+    assert {k: v for k, v in with_task.items() if k not in recorded} == {
+        k: v for k, v in without.items() if k not in recorded
+    }
+    assert with_task["spatial_size"] == [32, 32]
+    vol = _fp([(40, 40, 20)] * 3, [(1.0, 1.0, 2.0)] * 3)
+    with_task = plan_from_fingerprint(vol, task="classification")
+    assert with_task.pop("task") == "classification" and with_task == plan_from_fingerprint(vol)
+    assert plan_from_fingerprint(fp, task="segmentation")["spatial_size"] == [80, 80]
+    with pytest.raises(ValueError, match="unknown plan task"):
+        plan_from_fingerprint(fp, task="detection")

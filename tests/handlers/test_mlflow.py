@@ -11,29 +11,23 @@ import yaml
 from monai.bundle import run
 
 from medmonai.handlers.mlflow import default_run_name, flatten_params, log_files, report_metrics
+from tests._bundles import bundle_dir, run_args
 from tests.bundles.test_distributed import _torchrun, needs_gloo
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLES = ("classification_2d", "classification_3d", "segmentation_2d", "segmentation_3d", "gan_augmentation")
+BUNDLES = ("classification", "segmentation", "gan_augmentation")
 TINY_CLS = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0}
 TINY_SEG = {"n_subjects": 12, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0, "fov_mm": 40.0}
 SEG_FAST = {"base_filters": 4, "num_samples": 1, "val_interval": 1, "val_fraction": 0.34}
 
 
 def _cfg(name: str) -> Path:
-    return REPO / "bundles" / name / "configs"
+    return bundle_dir(name) / "configs"
 
 
 def _train(name: str, root: Path, tracking: str | None, **overrides) -> None:
-    cfg = _cfg(name)
     kwargs = {"tracking": tracking} if tracking else {}
-    run(
-        config_file=str(cfg / "train.yaml"),
-        meta_file=str(cfg / "metadata.json"),
-        bundle_root=str(root),
-        **kwargs,
-        **overrides,
-    )
+    run(**run_args(name, root, **kwargs, **overrides))
 
 
 def _only_run(uri: str, experiment: str):
@@ -112,11 +106,8 @@ def test_segmentation_2d_logs_dice_per_epoch_and_plan(tmp_path):
     assert _epochs(client, r.info.run_id, "train_loss") == [1, 2]
     assert {"fingerprint.json", "provenance.json", "training_domain.json"} <= _artifacts(client, r.info.run_id)
     # the evaluation, recorded by configs/mlflow_evaluate.yaml as a run of <experiment>_eval
-    cfg = _cfg("segmentation_2d")
     run(
-        config_file=[str(cfg / f) for f in ("train.yaml", "evaluate.yaml", "mlflow_evaluate.yaml")],
-        meta_file=str(cfg / "metadata.json"),
-        bundle_root=str(tmp_path),
+        **run_args("segmentation_2d", tmp_path, "evaluate", "mlflow_evaluate"),
         tracking_uri=uri,
         experiment_name="seg",
         phantom=TINY_SEG,
@@ -230,7 +221,7 @@ def test_log_report_takes_the_metrics_and_the_files_beside_the_report(tmp_path):
 
 
 def test_demo_cli_logs_its_summary_to_mlflow(tmp_path, monkeypatch, capsys):
-    import medmonai.apps.demo
+    import medmonai.cli.main
     from medmonai.cli.main import main
 
     def fake_demo(out, **kwargs):
@@ -238,7 +229,7 @@ def test_demo_cli_logs_its_summary_to_mlflow(tmp_path, monkeypatch, capsys):
         (Path(out) / "summary.json").write_text('{"metrics": {"baseline_auc": 0.7}}')
         (Path(out) / "preview.png").write_bytes(b"png")
 
-    monkeypatch.setattr(medmonai.apps.demo, "run_demo", fake_demo)
+    monkeypatch.setattr(medmonai.cli.main, "run_demo", fake_demo)  # the function the CLI calls
     uri = _sqlite(tmp_path / "mlruns.db")
     assert main(["demo", "--out", str(tmp_path / "demo"), "--dims", "2", "--mlflow-uri", uri]) == 0
     assert "MLflow: run" in capsys.readouterr().out
@@ -285,11 +276,11 @@ def test_cv_cli_logs_the_cv_report_with_oof_metrics(tmp_path):
     from medmonai.cli.main import main
 
     uri = _sqlite(tmp_path / "mlruns.db")
-    args = ["cv", str(REPO / "bundles" / "classification_2d"), "--bundle-root", str(tmp_path / "run"), "--folds", "2"]
+    args = ["cv", str(REPO / "bundles" / "classification"), "--bundle-root", str(tmp_path / "run"), "--folds", "2"]
     args += ["--classifier", "logreg_l2", "--no-export", "--n-boot", "20", "--set", f"phantom={json.dumps(TINY_CLS)}"]
     args += ["--set", "spatial_size=[32, 32]", "--mlflow-uri", uri]
     assert main(args) == 0
-    client, r = _only_run(uri, "cv_classification_2d")
+    client, r = _only_run(uri, "cv_classification_2d")  # the bundle and its spatial_dims
     assert r.data.params["folds"] == "2" and r.data.params["classifier"] == "logreg_l2"
     assert {"oof.auc", "across_folds.test.auc"} <= set(r.data.metrics)
     assert {"cv_report.json", "splits.json"} <= _artifacts(client, r.info.run_id)

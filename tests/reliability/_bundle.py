@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = REPO / "bundles" / "classification_2d"
+BUNDLE = REPO / "bundles" / "classification"
 CONFIGS = BUNDLE / "configs"
 TINY = {"n_subjects": 16, "images_per_subject": [1, 2], "test_fraction": 0.25, "seed": 0}
 # small and quick, but long enough (epochs, patience) for early stopping and resuming to matter

@@ -119,7 +119,7 @@ def test_grey_phantoms_still_train_with_one_channel(tmp_path):
 
 def test_imagenet_transfer_input_mapping_follows_the_plan(tmp_path):
     datalist = _rgb_datalist(tmp_path / "data")
-    cfg = Path(__file__).resolve().parents[2] / "bundles" / "classification_2d" / "configs"
+    cfg = Path(__file__).resolve().parents[2] / "bundles" / "classification" / "configs"
     parser = ConfigParser()
     parser.read_config(str(cfg / "train.yaml"))
     parser.read_meta(str(cfg / "metadata.json"))
