@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from medmonai.apps.clinical import load_clinical_model
+from medmonai.deploy.models import load_clinical_model
 from medmonai.utils import shared_data_dir
-from tests.apps._clinical_data import bundle_dir, trained_classifier
+from tests.deploy._clinical_data import bundle_dir, trained_classifier
 
 # runs with the default bundle_root write to $MEDMONAI_HOME/<bundle>_<dims>d: the tests' ones not into the home
 os.environ["MEDMONAI_HOME"] = tempfile.mkdtemp(prefix="medmonai_home_")

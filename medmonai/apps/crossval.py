@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmonai.bundles import bundle_configs, parse_bundle, run_bundle
+from medmonai.bundles import bundle_configs, parse_bundle, run_bundle, task_type
 from medmonai.data.datalist import load_datalist, load_datalist_file, write_datalist
 from medmonai.data.splits import case_id
 from medmonai.data.synthetic import SYNTHETIC_MODES, synthetic_counts
@@ -331,7 +331,7 @@ def run_crossval(
         **dict(overrides or {}),
     }
     parser = _parse_cv(bundle, {**common, "fold": 0})
-    segmentation = parser.get("label_names") is not None
+    segmentation = task_type(parser) == "segmentation"
     if segmentation:
         refused = {
             "classifier": classifier is not None,

@@ -16,7 +16,6 @@ from pathlib import Path
 import yaml
 
 from medmonai import __version__
-from medmonai.apps.clinical import infer_dicom, load_clinical_model, result_files, watch_folder, watch_pacs
 from medmonai.apps.crossval import CLASSIFIERS, run_crossval
 from medmonai.apps.demo import run_demo
 from medmonai.bundles import default_bundle_root, medmonai_home, parse_bundle, qualified_name, resolve_bundle
@@ -30,7 +29,9 @@ from medmonai.data.preflight import PreflightError, preflight_datalist
 from medmonai.data.splits import SCHEMES
 from medmonai.data.synthetic import SYNTHETIC_MODES
 from medmonai.deploy.dicomweb import DicomWebClient, make_client
+from medmonai.deploy.models import load_clinical_model
 from medmonai.deploy.onnx import export_onnx
+from medmonai.deploy.pipeline import infer_dicom, result_files, watch_folder, watch_pacs
 from medmonai.handlers.mlflow import log_report
 from medmonai.metrics.compare import compare_runs, format_p, write_comparison
 from medmonai.metrics.synthetic import audit_synthetic

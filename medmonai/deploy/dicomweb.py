@@ -6,7 +6,7 @@
 ``medmonai[dicomweb]``). Where the two overlap it answers exactly like ``PacsClient``: the same keys in the query
 results (UIDs, dates, modalities, counts; never patient names or ids), the same file layout, names made safe with
 :func:`medmonai.utils.safe_output_path` (UIDs from the network are untrusted), files written atomically. So
-:func:`medmonai.apps.clinical.watch_pacs` takes either client.
+:func:`medmonai.deploy.pipeline.watch_pacs` takes either client.
 
 Only the URL given is contacted: proxies, ``.netrc`` and the other ``requests`` environment settings are ignored and
 redirects are refused (an error names the URL to give instead). Every failure is a :class:`DicomWebError` naming the
@@ -36,7 +36,7 @@ from monai.utils import optional_import
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from medmonai.apps.pacs import _INSTANCE_KEYS, _SERIES_KEYS, _STUDY_KEYS, PacsClient, PacsError, _to_dict
+from medmonai.deploy.pacs import _INSTANCE_KEYS, _SERIES_KEYS, _STUDY_KEYS, PacsClient, PacsError, _to_dict
 from medmonai.utils import PathLike, atomic_write, safe_output_path
 
 requests, _ = optional_import("requests")  # a dependency of dicomweb-client (the dicomweb extra)

@@ -1,7 +1,7 @@
 """ONNX export of a trained bundle's network, checked against its checkpoint, and ONNX Runtime inference.
 
 ``medmonai export BUNDLE --bundle-root RUN --out model.onnx`` (:func:`export_onnx`) builds the bundle's network
-exactly as :func:`medmonai.apps.clinical.load_clinical_model` does for ``medmonai infer`` (the bundle's configs,
+exactly as :func:`medmonai.deploy.models.load_clinical_model` does for ``medmonai infer`` (the bundle's configs,
 the run's recorded plan, the checkpoint loaded with ``torch.load(weights_only=True)``, strict), exports it with
 ``torch.onnx.export`` (the ``torch.export``-based exporter, ``dynamo=True``; it needs ``onnxscript``) with a dynamic
 batch axis, and then runs the exported file in ONNX Runtime on sample inputs and compares its outputs with the
@@ -18,7 +18,7 @@ segmentation network takes patches ``(B, C, *roi_size)`` of the plan: sliding-wi
 resampling stay outside the ONNX graph, in :class:`medmonai.engines.segmentation_inference.SegmentationPredictor`.
 
 ``medmonai infer --runtime onnx`` (:func:`use_onnx_runtime`) replaces the network of a loaded
-:class:`~medmonai.apps.clinical.ClinicalModel` by :class:`OnnxRuntimeNetwork`, an ONNX Runtime session behind the
+:class:`~medmonai.deploy.models.ClinicalModel` by :class:`OnnxRuntimeNetwork`, an ONNX Runtime session behind the
 ``torch.nn.Module`` interface, so preprocessing, sliding window, decision threshold and the DICOM outputs are the
 same code as with the PyTorch runtime.
 
@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.transforms import ResizeWithPadOrCrop
 from monai.utils import optional_import
 
 import medmonai
-from medmonai.apps.clinical import ClinicalModel, _AsLogits, load_clinical_model
+from medmonai.bundles import parse_bundle
 from medmonai.data.datalist import load_datalist_file
+from medmonai.deploy.models import ClinicalModel, _AsLogits, load_clinical_model
 from medmonai.engines.evaluation import load_weights
 from medmonai.utils import PathLike, atomic_write, atomic_write_json, read_json
 
@@ -152,7 +152,7 @@ def sample_inputs(model: ClinicalModel, n_samples: int = 3, seed: int = 0) -> tu
     random normal inputs of the planned shape when none is available.
 
     Args:
-        model: from :func:`medmonai.apps.clinical.load_clinical_model`.
+        model: from :func:`medmonai.deploy.models.load_clinical_model`.
         n_samples: how many inputs.
         seed: seed of the random fallback.
 
@@ -254,7 +254,7 @@ def export_clinical_model(
     renamed to ``out``, and ``<out>.json`` written (check result, inputs, opset, versions, SHA-256 of the file).
 
     Args:
-        model: from :func:`medmonai.apps.clinical.load_clinical_model` (a checkpoint, not a TorchScript model).
+        model: from :func:`medmonai.deploy.models.load_clinical_model` (a checkpoint, not a TorchScript model).
         out: the output file (``.onnx`` or ``.ts``).
         fmt: ``onnx`` or ``torchscript``.
         n_samples: sample inputs of the check.
@@ -413,12 +413,7 @@ def export_generator_onnx(
     cfg = Path(bundle_dir) / "configs"
     if not (cfg / "train.yaml").is_file() or not (cfg / "generate.yaml").is_file():
         raise FileNotFoundError(f"{cfg / 'train.yaml'}: not found; is {bundle_dir} the gan_augmentation bundle?")
-    parser = ConfigParser()
-    parser.read_config(str(cfg / "train.yaml"))
-    parser.read_meta(str(cfg / "metadata.json"))
-    parser["bundle_root"] = str(bundle_root)
-    for key, value in (overrides or {}).items():
-        parser[key] = value
+    parser = parse_bundle(bundle_dir, ("train",), {"bundle_root": str(bundle_root), **(overrides or {})})
     fp_file = Path(parser.get_parsed_content("fingerprint_file"))
     if not fp_file.is_file():
         raise FileNotFoundError(
@@ -487,7 +482,7 @@ def use_onnx_runtime(
     """Run a loaded model's forward pass in ONNX Runtime.
 
     Args:
-        model: from :func:`medmonai.apps.clinical.load_clinical_model`.
+        model: from :func:`medmonai.deploy.models.load_clinical_model`.
         onnx_model: an exported ``.onnx`` file of this model (:func:`export_onnx`); default: the network is
             exported on the fly into a temporary folder (checked against the checkpoint like :func:`export_onnx`),
             loaded into the session, and the folder removed.

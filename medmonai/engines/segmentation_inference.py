@@ -26,25 +26,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import highdicom as hd
-import nibabel as nib
 import numpy as np
-import pydicom
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, Invertd
-from pydicom.sr.codedict import codes
 
-from medmonai.data.dicom import scan_dicom_files, scan_dicom_folder
+from medmonai.data.dicom_output import write_dicom_seg, write_nifti_mask
 from medmonai.data.domain import screen_for_report
 from medmonai.engines.evaluation import load_weights
 from medmonai.engines.inference import collect_inputs
 from medmonai.metrics.segmentation import case_metrics, format_summary, segmentation_report, write_segmentation_report
 from medmonai.transforms.io import load_image_transforms, reader_name_for
 from medmonai.transforms.preprocessing import PlanarAffined
-from medmonai.utils import PathLike, atomic_write, atomic_write_json, safe_output_path
+from medmonai.utils import PathLike, atomic_write_json, safe_output_path
 
 __all__ = [
     "SegmentationPredictor",
@@ -179,145 +175,6 @@ class SegmentationPredictor:
             "spacing": [float(s) for s in affine_to_spacing(affine, r=label.ndim)],
             "meta": meta,
         }
-
-
-def write_nifti_mask(path: PathLike, label: np.ndarray, affine: np.ndarray, reference: PathLike | None = None) -> Path:
-    """Write a label map as NIfTI (uint8) atomically.
-
-    Args:
-        path: output ``.nii.gz`` file.
-        label: the label map on the original grid.
-        affine: its 4x4 RAS affine.
-        reference: the input NIfTI: its header (sform/qform, units) is reused, so the output's affine is bit-for-bit
-            the input's; the label must have the input's shape.
-
-    Returns:
-        The path.
-
-    Raises:
-        ValueError: when ``label`` does not have the reference image's shape.
-    """
-    arr = np.asarray(label, dtype=np.uint8)
-    if reference is not None:
-        ref = nib.load(str(reference))
-        if tuple(ref.shape[: arr.ndim]) != arr.shape or any(s != 1 for s in ref.shape[arr.ndim :]):
-            raise ValueError(f"{reference}: mask shape {arr.shape} differs from the image shape {ref.shape}")
-        header = ref.header.copy()
-        img = nib.Nifti1Image(arr.reshape(ref.shape), ref.affine, header=header)
-        img.header.set_data_dtype(np.uint8)
-        img.header.set_slope_inter(1.0, 0.0)
-        img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
-        img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
-    else:
-        img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
-        img.header.set_data_dtype(np.uint8)
-        img.header.set_xyzt_units("mm")
-        img.set_sform(np.asarray(affine, dtype=np.float64), code=1)
-        img.set_qform(np.asarray(affine, dtype=np.float64), code=1)
-    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix="".join(Path(path).suffixes[-2:]))
-
-
-def _source_series(image: Any, series_uid: str | None) -> Any:
-    """The :class:`~medmonai.data.dicom.SeriesInfo` of a DICOM input (files sorted like the loaded ``k`` axis)."""
-    if isinstance(image, list | tuple):
-        series, _ = scan_dicom_files([str(f) for f in image], on_error="raise")
-    elif Path(str(image)).is_dir():
-        series, _ = scan_dicom_folder(str(image), recursive=False, on_error="skip")
-    else:
-        series, _ = scan_dicom_files([str(image)], on_error="raise")
-    if series_uid:
-        series = [s for s in series if s.series_uid == series_uid]
-    if len(series) != 1:
-        wanted = f"series {series_uid}" if series_uid else "one DICOM series"
-        raise ValueError(f"{image}: expected {wanted}, found {len(series)} series")
-    return series[0]
-
-
-def write_dicom_seg(
-    path: PathLike,
-    label: np.ndarray,
-    source: Any,
-    class_names: Sequence[str],
-    affine: np.ndarray | None = None,
-    series_uid: str | None = None,
-    segment_codes: Mapping[str, tuple[Any, Any]] | None = None,
-    model_name: str = "medmonai segmentation",
-    model_version: str = "0",
-    series_description: str = "medmonai segmentation",
-    series_number: int = 900,
-) -> Path:
-    """Write a label map on a DICOM series' grid as a DICOM Segmentation (highdicom, BINARY, one segment per class).
-
-    The frames reference the source instances (``SourceImageSequence`` per frame and ``ReferencedSeriesSequence``)
-    and carry their positions; empty frames are omitted.
-
-    Args:
-        path: output file (``.dcm``).
-        label: label map ``[i, j, k]`` (``[i, j]`` for a single image) on the loaded grid of the series
-            (:class:`~medmonai.data.dicom.DicomSeriesReader` conventions: ``i`` = column, ``j`` = row, ``k`` =
-            slices in position order).
-        source: the series: its folder, its files, or a single file.
-        class_names: class names (index 0 = background, not a segment).
-        affine: the label map's RAS affine, checked against the series geometry when given.
-        series_uid: SeriesInstanceUID to pick in a folder holding several series.
-        segment_codes: per class name, ``(category, type)`` codes (pydicom ``Code``); default Tissue / Anatomical
-            Structure.
-        model_name: algorithm name (``AlgorithmIdentificationSequence``) and ManufacturerModelName.
-        model_version: algorithm/software version.
-        series_description: SeriesDescription of the SEG.
-        series_number: SeriesNumber of the SEG.
-
-    Returns:
-        The path.
-
-    Raises:
-        ValueError: when the label map does not fit the series (shape or geometry), naming the series.
-    """
-    series = _source_series(source, series_uid)
-    arr = np.asarray(label)
-    if tuple(arr.shape) != tuple(series.loaded_shape):
-        raise ValueError(
-            f"{series.folder}: mask shape {arr.shape} does not fit series {series.series_uid} ({series.loaded_shape})"
-        )
-    if affine is not None and not np.allclose(np.asarray(affine, dtype=float), series.affine, atol=1e-3):
-        raise ValueError(f"{series.folder}: mask affine differs from the geometry of series {series.series_uid}")
-    datasets = [pydicom.dcmread(f) for f in series.files]
-    frames = arr.T[None] if arr.ndim == 2 else np.ascontiguousarray(np.transpose(arr, (2, 1, 0)))  # (k, row, col)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=model_name[:64], family=codes.cid7162.ArtificialIntelligence, version=str(model_version)[:64]
-    )
-    descriptions = []
-    for c, name in enumerate(class_names[1:], start=1):
-        category, prop = (segment_codes or {}).get(name, (codes.SCT.Tissue, codes.SCT.AnatomicalStructure))
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=c,
-                segment_label=str(name)[:64],
-                segmented_property_category=category,
-                segmented_property_type=prop,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-            )
-        )
-    n_classes = len(class_names)
-    if frames.max(initial=0) >= n_classes:
-        raise ValueError(f"label values up to {int(frames.max())} but only {n_classes} class names")
-    seg = hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=frames.astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=int(series_number),
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="medmonai",
-        manufacturer_model_name=model_name[:64],
-        software_versions=str(model_version)[:64],
-        device_serial_number="0",
-        series_description=series_description[:64],
-    )
-    return atomic_write(path, lambda tmp: seg.save_as(tmp))
 
 
 def _load_weights(network: torch.nn.Module, checkpoint: PathLike | None) -> None:

@@ -20,10 +20,11 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from medmonai.apps.clinical import infer_dicom, read_classification_sr, result_files, watch_pacs
-from medmonai.apps.pacs import OrthancServer, PacsClient, find_dicomweb_plugin, find_orthanc, free_port
 from medmonai.cli.main import main
-from tests.apps._clinical_data import (
+from medmonai.data.dicom_output import read_classification_sr
+from medmonai.deploy.pacs import OrthancServer, PacsClient, find_dicomweb_plugin, find_orthanc, free_port
+from medmonai.deploy.pipeline import infer_dicom, result_files, watch_pacs
+from tests.deploy._clinical_data import (
     PATIENT_ID,
     PATIENT_NAME,
     SEG_FAST,

@@ -13,10 +13,12 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from medmonai.apps.clinical import infer_dicom, load_clinical_model, read_classification_sr
 from medmonai.cli.main import main
+from medmonai.data.dicom_output import read_classification_sr
+from medmonai.deploy.models import load_clinical_model
 from medmonai.deploy.onnx import OnnxRuntimeNetwork, export_generator_onnx, export_onnx, sample_inputs
-from tests.apps._clinical_data import (
+from medmonai.deploy.pipeline import infer_dicom
+from tests.deploy._clinical_data import (
     SEG_FAST,
     _run,
     bundle_dir,

@@ -6,11 +6,11 @@ import csv
 
 import pytest
 
-from medmonai.apps.clinical import load_clinical_model
 from medmonai.data.datalist import load_datalist
 from medmonai.data.domain import RECORD_FILE, out_of_distribution_columns
+from medmonai.deploy.models import load_clinical_model
 from medmonai.engines.evaluation import evaluate_classifier
-from tests.apps._clinical_data import bundle_dir
+from tests.deploy._clinical_data import bundle_dir
 from tests.reliability._domain_data import case_pixels, other_scale, phantom_datalist, write_study
 
 

@@ -21,7 +21,7 @@ _STUDY = {
 
 
 def phantom_datalist(root: Path) -> Path:
-    """The PNG datalist the tiny clinical classifier was trained on (``tests.apps._clinical_data``)."""
+    """The PNG datalist the tiny clinical classifier was trained on (``tests.deploy._clinical_data``)."""
     return root / "data" / "phantoms_2d" / "datalist.json"
 
 

@@ -20,13 +20,14 @@ import pytest
 from monai.bundle import run
 from PIL import Image
 
-from medmonai.apps.clinical import infer_dicom, read_classification_sr, watch_folder
 from medmonai.cli.main import main
 from medmonai.data.datalist import load_datalist
+from medmonai.data.dicom_output import read_classification_sr
 from medmonai.data.domain import RECORD_FILE, OutOfDistributionError, check_input_domain
+from medmonai.deploy.pipeline import infer_dicom, watch_folder
 from medmonai.engines.evaluation import evaluate_classifier
 from medmonai.engines.inference import predict_to_files
-from tests.apps._clinical_data import CLS_PHANTOM, bundle_dir
+from tests.deploy._clinical_data import CLS_PHANTOM, bundle_dir
 from tests.reliability._domain_data import case_pixels, other_scale, phantom_datalist, write_study
 
 CLS = bundle_dir("classification_2d")

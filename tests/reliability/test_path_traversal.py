@@ -15,11 +15,12 @@ from types import SimpleNamespace
 import pydicom
 import pytest
 
-from medmonai.apps.clinical import read_classification_sr, watch_folder
-from medmonai.apps.pacs import PacsClient
 from medmonai.cli.main import main
+from medmonai.data.dicom_output import read_classification_sr
+from medmonai.deploy.pacs import PacsClient
+from medmonai.deploy.pipeline import watch_folder
 from medmonai.utils import safe_output_path
-from tests.apps._clinical_data import bundle_dir
+from tests.deploy._clinical_data import bundle_dir
 from tests.reliability._domain_data import case_pixels, write_study
 
 CLS = bundle_dir("classification_2d")
@@ -136,7 +137,7 @@ class _FakePacs:
 
 @pytest.mark.parametrize("kind", ["relative", "absolute"])
 def test_watch_pacs_keeps_a_hostile_study_uid_inside_out(cls_model, cls_root, tmp_path, kind):
-    from medmonai.apps.clinical import watch_pacs
+    from medmonai.deploy.pipeline import watch_pacs
 
     uid = RELATIVE if kind == "relative" else _absolute(tmp_path)
     study, _ = write_study(tmp_path / "src", case_pixels(cls_root), study_uid=uid)

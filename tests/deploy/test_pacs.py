@@ -13,10 +13,12 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from medmonai.apps.clinical import infer_dicom, load_clinical_model, read_classification_sr, result_files, watch_pacs
-from medmonai.apps.pacs import OrthancRest, OrthancServer, PacsClient, PacsError, find_orthanc, free_port, parse_node
 from medmonai.cli.main import main
-from tests.apps._clinical_data import (
+from medmonai.data.dicom_output import read_classification_sr
+from medmonai.deploy.models import load_clinical_model
+from medmonai.deploy.pacs import OrthancRest, OrthancServer, PacsClient, PacsError, find_orthanc, free_port, parse_node
+from medmonai.deploy.pipeline import infer_dicom, result_files, watch_pacs
+from tests.deploy._clinical_data import (
     PATIENT_ID,
     PATIENT_NAME,
     SEG_FAST,

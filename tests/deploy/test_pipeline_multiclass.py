@@ -15,10 +15,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from medmonai.apps.clinical import infer_dicom, load_clinical_model, read_classification_sr, write_classification_sr
 from medmonai.cli.main import main
+from medmonai.data.dicom_output import read_classification_sr, write_classification_sr
+from medmonai.deploy.models import load_clinical_model
+from medmonai.deploy.pipeline import infer_dicom
 from medmonai.metrics.clinical import apply_decision_rule
-from tests.apps._clinical_data import _run, bundle_dir, copy_study, subject_dirs
+from tests.deploy._clinical_data import _run, bundle_dir, copy_study, subject_dirs
 
 CLS = bundle_dir("classification_2d")
 CLASSES = ["grade0", "grade1", "grade2"]

@@ -14,15 +14,12 @@ import pydicom
 import pytest
 import torch
 
-from medmonai.apps.clinical import (
-    discover_series,
-    infer_dicom,
-    load_clinical_model,
-    read_classification_sr,
-    watch_folder,
-)
 from medmonai.cli.main import main
-from tests.apps._clinical_data import (
+from medmonai.data.dicom_output import read_classification_sr
+from medmonai.deploy.models import load_clinical_model
+from medmonai.deploy.pipeline import discover_series, infer_dicom, watch_folder
+from tests.data.dicom_factory import write_slice
+from tests.deploy._clinical_data import (
     PATIENT_ID,
     PATIENT_NAME,
     SEG_FAST,
@@ -33,7 +30,6 @@ from tests.apps._clinical_data import (
     subject_dirs,
     trained_segmenter,
 )
-from tests.data.dicom_factory import write_slice
 
 CLS = bundle_dir("classification_2d")
 SEG = bundle_dir("segmentation_2d")
