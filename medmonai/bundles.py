@@ -245,8 +245,10 @@ def default_bundle_root(bundle: str, spatial_dims: int | None = None, announce: 
     if announce and root not in _announced:
         _announced.add(root)
         msg = f"medmonai: outputs of this run go to {root} (set bundle_root or MEDMONAI_HOME to change)"
-        logger.info(msg)
-        print(msg, flush=True)
+        if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+            logger.info(msg)  # a bundle run's logging.conf shows it on the console
+        else:
+            print(msg, flush=True)  # shown once either way
     return root
 
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from medmonai.bundles import bundle_configs, parse_bundle, run_bundle, task_type
-from medmonai.data.datalist import load_datalist, load_datalist_file, write_datalist
+from medmonai.data.datalist import is_ordinal, load_datalist, load_datalist_file, write_datalist
 from medmonai.data.splits import case_id
 from medmonai.data.synthetic import SYNTHETIC_MODES, synthetic_counts
 from medmonai.engines.classical import fit_classical
@@ -393,7 +393,8 @@ def run_crossval(
             "class_weights": parser.get_parsed_content("class_weights"),
             "balanced_sampler": bool(parser.get_parsed_content("balanced_sampler")),
         }
-    report = aggregate_crossval(cv_dir, classes, n_boot=n_boot, seed=seed, extra=extra, **weighting)
+    ordinal = is_ordinal(parser.get_parsed_content("datalist_file"))
+    report = aggregate_crossval(cv_dir, classes, n_boot=n_boot, seed=seed, extra=extra, ordinal=ordinal, **weighting)
     if export and classifier is None:
         path = _export(bundle, common, cv_dir, n, tta_flip_axes)
         report["ensemble_model"] = str(path)

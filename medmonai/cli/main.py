@@ -32,9 +32,9 @@ from medmonai.deploy.dicomweb import DicomWebClient, make_client
 from medmonai.deploy.models import load_clinical_model
 from medmonai.deploy.onnx import export_onnx
 from medmonai.deploy.pipeline import infer_dicom, result_files, watch_folder, watch_pacs
+from medmonai.engines.synthetic_audit import audit_synthetic
 from medmonai.handlers.mlflow import log_report
 from medmonai.metrics.compare import compare_runs, format_p, write_comparison
-from medmonai.metrics.synthetic import audit_synthetic
 from medmonai.transforms.augmentation import LEVELS, save_augmentation_preview
 
 __all__ = ["main", "build_parser"]

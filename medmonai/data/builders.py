@@ -37,6 +37,7 @@ from medmonai.utils import PathLike, atomic_write, read_json
 
 __all__ = [
     "MEDMNIST_CLASSES",
+    "MEDMNIST_ORDINAL",
     "IMAGE_EXTENSIONS",
     "MIN_PSEUDONYM_KEY_BYTES",
     "SPLIT_FOLDER_NAMES",
@@ -63,6 +64,9 @@ _ORGAN = [
     "spleen",
 ]
 
+#: MedMNIST sets whose labels are ordered grades (MedMNIST's "ordinal regression" task): their datalists get
+#: ``"ordinal": true``
+MEDMNIST_ORDINAL: frozenset[str] = frozenset({"retinamnist"})
 MEDMNIST_CLASSES: dict[str, list[str]] = {
     "breastmnist": ["malignant", "normal_benign"],
     "pneumoniamnist": ["normal", "pneumonia"],
@@ -380,6 +384,7 @@ def datalist_from_medmnist(
         f"{'NIfTI (identity affine, nifti[i, j, k] = volume[k, j, i])' if kind == '3d' else 'PNG'}. MedMNIST has "
         "no patient ids: each image is its own subject, so images of one patient may be in several entries."
     )
+    extra = {"ordinal": True} if name in MEDMNIST_ORDINAL else {}
     return make_datalist(
         splits,
         classes=classes,
@@ -388,6 +393,7 @@ def datalist_from_medmnist(
         tensorImageSize="3D" if kind == "3d" else "2D",
         source=str(npz_path),
         licence="CC BY 4.0 (MedMNIST)",
+        **extra,
     )
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "write_datalist",
     "make_datalist",
     "class_names",
+    "is_ordinal",
     "validate_entries",
     "check_entries",
     "format_problems",
@@ -416,6 +417,26 @@ def class_names(datalist: dict[str, Any]) -> list[str] | None:
     if isinstance(datalist.get("classes"), list):
         return [str(c) for c in datalist["classes"]]
     return None
+
+
+def is_ordinal(datalist: Mapping[str, Any] | PathLike) -> bool:
+    """Whether a datalist (dict or file) marks its ``classes`` as ordered grades: top-level ``"ordinal": true``.
+
+    Ordinal labels get the quadratic weighted kappa in the reports (:func:`medmonai.metrics.report.
+    write_classification_report`).
+
+    Raises:
+        ValueError: when ``ordinal`` is present but not a boolean, naming the file.
+    """
+    source = None
+    if not isinstance(datalist, Mapping):
+        source = datalist
+        datalist = load_datalist_file(datalist)
+    value = datalist.get("ordinal", False)
+    if not isinstance(value, bool):
+        where = f"{source}: " if source is not None else ""
+        raise ValueError(f"{where}'ordinal' must be true or false, got {value!r}")
+    return value
 
 
 def _iter_paths(value: Any) -> Iterable[str]:

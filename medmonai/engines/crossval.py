@@ -232,6 +232,7 @@ def aggregate_crossval(
     class_weights: str | Sequence[float] | None = None,
     balanced_sampler: bool = False,
     decision_objective: str = "balanced_accuracy_above_majority",
+    ordinal: bool = False,
 ) -> dict[str, Any]:
     """Combine the finished folds of ``cv_dir`` into the OOF report, the ensemble test report and ``cv_report.json``.
 
@@ -248,6 +249,7 @@ def aggregate_crossval(
             were trained for, with ``balanced_sampler``; the class frequencies are those of the pooled labels).
         balanced_sampler: whether the folds trained with the class-balanced sampler.
         decision_objective: the objective choosing the multi-class decision rule on the OOF predictions.
+        ordinal: three or more ordered classes: the reports add the quadratic weighted kappa.
 
     Returns:
         The ``cv_report.json`` content.
@@ -318,7 +320,7 @@ def aggregate_crossval(
     oof_report = write_classification_report(
         cv_dir / "oof", oof_y, score(oof_p), case_ids=oof_ids, classes=list(classes), threshold=thr, n_boot=n_boot,
         seed=seed, extra={**info, "what": "out-of-fold predictions (threshold chosen on them: optimistic ACC)"},
-        split="cv (out-of-fold)",
+        split="cv (out-of-fold)", ordinal=ordinal,
     )  # fmt: skip
 
     # per-fold metrics: validation part at the default rule, test split at the OOF threshold
@@ -358,7 +360,7 @@ def aggregate_crossval(
             ens_report = write_classification_report(
                 cv_dir / "ensemble", test_y, score(ens_p), case_ids=test_ids, classes=list(classes), threshold=thr,
                 n_boot=n_boot, seed=seed, extra={**info, "what": f"mean probability of the {n_folds} fold models"},
-                split="test",
+                split="test", ordinal=ordinal,
             )  # fmt: skip
             result["ensemble"] = {
                 "n": len(test_ids),

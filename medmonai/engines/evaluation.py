@@ -121,6 +121,7 @@ def evaluate_classifier(
     decision_objective: str = "balanced_accuracy_above_majority",
     training_domain: PathLike | dict[str, Any] | None = None,
     allow_out_of_distribution: bool = False,
+    ordinal: bool = False,
 ) -> dict[str, Any]:
     """Choose the decision rule on validation data, evaluate the test set once and write the report.
 
@@ -162,6 +163,8 @@ def evaluate_classifier(
             ``allow_out_of_distribution`` evaluated and listed in the report's ``extra.input_check``; None or a
             missing file: not checked (a warning says so).
         allow_out_of_distribution: see ``training_domain``.
+        ordinal: three or more classes in ordinal order (the datalist's ``"ordinal": true``): the report adds the
+            quadratic weighted kappa.
 
     Returns:
         The report dict.
@@ -197,6 +200,7 @@ def evaluate_classifier(
     report = write_classification_report(
         out_dir, yt, pt if not binary else pt[:, 1], case_ids=ids, classes=list(classes), threshold=thr,
         n_boot=n_boot, seed=seed, extra=info, extra_columns=out_of_distribution_columns(info["input_check"], len(test)),
+        ordinal=ordinal,
     )  # fmt: skip
     return report
 

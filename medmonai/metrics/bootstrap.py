@@ -73,6 +73,7 @@ def bootstrap_ci(
     threshold: float | Mapping[str, Any] | None = None,
     positive_class: int = 1,
     classes: Sequence[str] | None = None,
+    ordinal: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Point estimate and percentile-bootstrap ``1 - alpha`` confidence interval of every scalar metric.
 
@@ -94,6 +95,7 @@ def bootstrap_ci(
             :func:`~medmonai.metrics.threshold.choose_threshold` dict); ``None`` for multi-class problems.
         positive_class: positive class of a binary problem.
         classes: class names.
+        ordinal: multi-class classes in ordinal order: ``kappa_quadratic`` is bootstrapped too.
 
     Returns:
         ``{metric name: {"value", "ci_low", "ci_high", "n_boot_valid"}}`` for each requested scalar metric, plus
@@ -111,8 +113,9 @@ def bootstrap_ci(
     inp = prepare_inputs(y_true, y_prob, positive_class=positive_class, classes=classes)
     thr = resolve_threshold(threshold, inp)
     point_all = classification_metrics(
-        inp.y_true, inp.prob, threshold=thr, positive_class=inp.positive_class or 0, classes=inp.classes
-    )
+        inp.y_true, inp.prob, threshold=thr, positive_class=inp.positive_class or 0, classes=inp.classes,
+        ordinal=ordinal,
+    )  # fmt: skip
     point = scalar_metrics(point_all)
     names = list(point) if metric_names is None else list(metric_names)
     unknown = [m for m in names if m not in point]
@@ -128,8 +131,9 @@ def bootstrap_ci(
         b = min(chunk, n_boot - start)
         idx = resample_indices(inp.y_true, b, rng, stratified=stratified, n_classes=n_c)
         values = batch_scalar_metrics(
-            inp.y_true[idx], inp.prob[idx], thr, inp.classes, inp.positive_class, with_auc=with_auc
-        )
+            inp.y_true[idx], inp.prob[idx], thr, inp.classes, inp.positive_class, with_auc=with_auc,
+            ordinal=ordinal,
+        )  # fmt: skip
         for m in names:
             samples[m][start : start + b] = values[m]
 

@@ -38,6 +38,8 @@ __all__ = [
     "BINARY_SCALARS",
     "MULTICLASS_SCALARS",
     "PER_CLASS_SCALARS",
+    "ORDINAL_SCALARS",
+    "quadratic_weighted_kappa",
     "ClassificationInputs",
     "prepare_inputs",
     "resolve_threshold",
@@ -79,6 +81,34 @@ MULTICLASS_SCALARS: tuple[str, ...] = (
 )
 #: one-vs-rest metrics computed for every class of a multi-class problem
 PER_CLASS_SCALARS: tuple[str, ...] = ("auc", "sensitivity", "specificity", "ppv", "npv", "f1")
+#: scalar metrics added for an ordinal multi-class problem (classes ordered as listed, e.g. grades 0 < 1 < 2)
+ORDINAL_SCALARS: tuple[str, ...] = ("kappa_quadratic",)
+
+
+def quadratic_weighted_kappa(cm: np.ndarray) -> np.ndarray:
+    """Cohen's kappa with quadratic weights from confusion matrices (rows = true, columns = predicted).
+
+    ``1 - sum(W * O) / sum(W * E)`` with ``W[i, j] = (i - j)**2 / (C - 1)**2``, ``O`` the observed and ``E`` the
+    chance-expected counts (outer product of the row and column totals over ``N``): 1 is perfect agreement, 0
+    chance level; errors between distant grades weigh more. Equals scikit-learn's
+    ``cohen_kappa_score(weights="quadratic")``.
+
+    Args:
+        cm: ``(C, C)`` or batched ``(B, C, C)`` counts, ``C >= 2``, classes in their ordinal order.
+
+    Returns:
+        Shape ``()`` or ``(B,)``; ``NaN`` where undefined (no disagreement expected by chance).
+    """
+    o = np.asarray(cm, dtype=np.float64)
+    n_c = o.shape[-1]
+    idx = np.arange(n_c, dtype=np.float64)
+    w = (idx[:, None] - idx[None, :]) ** 2 / max(n_c - 1, 1) ** 2
+    n = o.sum(axis=(-2, -1))
+    expected = o.sum(axis=-1)[..., :, None] * o.sum(axis=-2)[..., None, :] / np.where(n > 0, n, 1.0)[..., None, None]
+    den = np.sum(w * expected, axis=(-2, -1))
+    num = np.sum(w * o, axis=(-2, -1))
+    return np.where(den > 0, 1.0 - num / np.where(den > 0, den, 1.0), np.nan)
+
 
 _PROB_TOL = 1e-6
 
@@ -421,13 +451,16 @@ def _one_vs_rest_counts(cm: np.ndarray) -> dict[str, np.ndarray]:
     return {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
-def metrics_from_confusion(cm: np.ndarray, classes: Sequence[str], positive_class: int | None) -> dict[str, np.ndarray]:
+def metrics_from_confusion(
+    cm: np.ndarray, classes: Sequence[str], positive_class: int | None, ordinal: bool = False
+) -> dict[str, np.ndarray]:
     """All threshold-dependent scalar metrics (everything except AUC) from confusion matrices.
 
     Args:
         cm: ``(C, C)`` or batched ``(B, C, C)`` confusion counts (rows = true, columns = predicted).
         classes: the class names (for the per-class metric names of multi-class problems).
         positive_class: the positive class of a binary problem, ``None`` for multi-class.
+        ordinal: multi-class classes in ordinal order: adds :data:`ORDINAL_SCALARS`.
 
     Returns:
         Metric name -> value array of shape ``()`` or ``(B,)``; ``NaN`` marks an undefined value.
@@ -459,6 +492,8 @@ def metrics_from_confusion(cm: np.ndarray, classes: Sequence[str], positive_clas
         for name, v in per.items():
             for k, cls in enumerate(classes):
                 out[f"{name}/{cls}"] = v[..., k]
+        if ordinal:
+            out["kappa_quadratic"] = quadratic_weighted_kappa(cm)
     return out
 
 
@@ -478,6 +513,7 @@ def batch_scalar_metrics(
     classes: Sequence[str],
     positive_class: int | None,
     with_auc: bool = True,
+    ordinal: bool = False,
 ) -> dict[str, np.ndarray]:
     """Vectorised scalar metrics of ``B`` data sets at once (used by the bootstrap).
 
@@ -488,6 +524,7 @@ def batch_scalar_metrics(
         classes: class names.
         positive_class: binary positive class or ``None``.
         with_auc: also compute the (rank-based) AUC values.
+        ordinal: multi-class classes in ordinal order (adds the quadratic weighted kappa).
 
     Returns:
         Metric name (as in :func:`scalar_metrics`) -> ``(B,)`` array, ``NaN`` where undefined.
@@ -497,7 +534,7 @@ def batch_scalar_metrics(
     pred = predict_labels(prob, threshold, positive_class)
     flat = (np.arange(n_b)[:, None] * (n_c * n_c) + y_true * n_c + pred).ravel()
     cm = np.bincount(flat, minlength=n_b * n_c * n_c).reshape(n_b, n_c, n_c)
-    out = metrics_from_confusion(cm, classes, positive_class)
+    out = metrics_from_confusion(cm, classes, positive_class, ordinal=ordinal)
     if with_auc:
         if positive_class is not None:
             out["auc"] = _rank_auc(y_true == positive_class, prob[..., positive_class])
@@ -526,6 +563,7 @@ def classification_metrics(
     threshold: float | Mapping[str, Any] | None = None,
     positive_class: int = 1,
     classes: Sequence[str] | None = None,
+    ordinal: bool = False,
 ) -> dict[str, Any]:
     """Accuracy, balanced accuracy, AUC, sensitivity, specificity, PPV, NPV, F1 and the confusion matrix.
 
@@ -546,6 +584,8 @@ def classification_metrics(
             decision rule dict (:func:`medmonai.metrics.threshold.choose_decision_rule`).
         positive_class: index of the positive class of a binary problem.
         classes: class names (default ``"0", "1", ...``).
+        ordinal: multi-class only: the classes are ordered as listed (grades); adds ``kappa_quadratic``
+            (:func:`quadratic_weighted_kappa`) and records ``ordinal``.
 
     Returns:
         A JSON-serialisable dict with ``task`` (``"binary"``/``"multiclass"``), ``classes``, ``n``,
@@ -560,7 +600,7 @@ def classification_metrics(
     n_c = inp.n_classes
     pred = predict_labels(prob, thr, pos)
     cm = confusion_matrix(y, pred, labels=list(range(n_c)))
-    derived = metrics_from_confusion(cm, names, pos)
+    derived = metrics_from_confusion(cm, names, pos, ordinal=ordinal and pos is None)
     counts = _one_vs_rest_counts(cm)
     n_per_class = np.bincount(y, minlength=n_c)
     notes: list[str] = []
@@ -647,6 +687,11 @@ def classification_metrics(
             if res[key] is None:
                 notes.append(f"{key} undefined: undefined for at least one class (see the per-class notes)")
         res["per_class"] = per_class
+        if ordinal:
+            res["ordinal"] = True
+            res["kappa_quadratic"] = _opt(derived["kappa_quadratic"])
+            if res["kappa_quadratic"] is None:
+                notes.append("kappa_quadratic undefined: no disagreement is expected by chance (one class only)")
     res["confusion_matrix"] = cm.astype(int).tolist()
     res["notes"] = notes
     return res
@@ -661,6 +706,8 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     if metrics["task"] == "binary":
         return {name: metrics[name] for name in BINARY_SCALARS}
     out = {name: metrics[name] for name in MULTICLASS_SCALARS}
+    if metrics.get("ordinal"):
+        out.update({name: metrics[name] for name in ORDINAL_SCALARS})
     for m in PER_CLASS_SCALARS:
         for cls, entry in metrics["per_class"].items():
             out[f"{m}/{cls}"] = entry[m]

@@ -321,6 +321,7 @@ def write_classification_report(
     extra: Mapping[str, Any] | None = None,
     extra_columns: Mapping[str, Sequence[Any]] | None = None,
     split: str | None = None,
+    ordinal: bool = False,
 ) -> dict[str, Any]:
     """Evaluate predictions and write ``predictions.csv``, ``roc.png``, ``confusion_matrix.png``, ``report.json``.
 
@@ -346,6 +347,9 @@ def write_classification_report(
         split: name of the evaluated split, recorded as ``split`` and shown with the case count in the figure
             titles. Default: ``extra['split']``, else ``"cv (out-of-fold)"`` when ``extra['what']`` mentions
             out-of-fold predictions, else ``"test"``.
+        ordinal: three or more classes in ordinal order (the datalist's ``"ordinal": true``, see
+            :func:`medmonai.data.datalist.is_ordinal`): adds the quadratic weighted kappa ``kappa_quadratic`` with
+            its CI and records ``ordinal``.
 
     Returns:
         The report dict (as written to ``report.json``): ``split``, ``task``, ``classes``, ``positive_class``, ``n``,
@@ -371,7 +375,10 @@ def write_classification_report(
             raise ValueError(f"{len(ids)} case_ids given for {n} cases")
     pos_arg = inp.positive_class if inp.positive_class is not None else 0
 
-    point = classification_metrics(inp.y_true, inp.prob, threshold=thr, positive_class=pos_arg, classes=inp.classes)
+    ordinal = bool(ordinal) and not inp.binary
+    point = classification_metrics(
+        inp.y_true, inp.prob, threshold=thr, positive_class=pos_arg, classes=inp.classes, ordinal=ordinal
+    )
     ci = bootstrap_ci(
         inp.y_true,
         inp.prob,
@@ -382,6 +389,7 @@ def write_classification_report(
         threshold=thr,
         positive_class=pos_arg,
         classes=inp.classes,
+        ordinal=ordinal,
     )
     ci.pop("confusion_matrix")
     cm = np.asarray(point["confusion_matrix"])
@@ -442,6 +450,8 @@ def write_classification_report(
         "files": dict(REPORT_FILES),
         "extra": dict(extra) if extra is not None else {},
     }
+    if ordinal:
+        report["ordinal"] = True
     if inp.binary:
         report["counts"] = {k: point[k] for k in ("tp", "fp", "tn", "fn")}
     else:
@@ -509,8 +519,9 @@ def classification_summary_line(report: Mapping[str, Any], path: PathLike | None
 
     Example: ``"test n=156: AUC 0.90 [0.85, 0.94], sensitivity 0.81 [0.69, 0.92], specificity 0.84 [0.77, 0.90],
     accuracy 0.83 [0.77, 0.88] (threshold 0.62, youden); report in runs/eval/report.json"``. Multi-class reports
-    give AUC, balanced accuracy, macro F1 and accuracy. Brackets are the bootstrap CIs (absent with ``n_boot=0``);
-    undefined metrics are left out; a majority-rate warning is appended as ``"WARNING: accuracy below ..."``.
+    give AUC, balanced accuracy, macro F1 and accuracy (and the quadratic weighted kappa when ordinal). Brackets are
+    the bootstrap CIs (absent with ``n_boot=0``); undefined metrics are left out; a majority-rate warning is
+    appended as ``"WARNING: accuracy below ..."``.
 
     Args:
         report: the report dict (``report.json`` content).
@@ -524,6 +535,8 @@ def classification_summary_line(report: Mapping[str, Any], path: PathLike | None
         else [("auc", "AUC"), ("balanced_accuracy", "balanced accuracy"), ("f1_macro", "macro F1"),
               ("accuracy", "accuracy")]
     )  # fmt: skip
+    if report.get("ordinal"):
+        names.append(("kappa_quadratic", "quadratic weighted kappa"))
     parts = [f"{label} {text}" for key, label in names if (text := _fmt_metric(metrics.get(key))) is not None]
     split = report.get("split") or _default_split(None, report.get("extra"))
     line = f"{split} n={report.get('n', '?')}: " + (", ".join(parts) or "no defined metric")

@@ -24,7 +24,6 @@ The audit itself (loading the images, EfficientNet-Lite0 features, ``audit.json`
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,9 +46,6 @@ __all__ = [
     "memorization",
     "save_closest_pairs_png",
 ]
-
-#: names moved to :mod:`medmonai.engines.synthetic_audit`, still importable from here (see ``__getattr__``)
-_MOVED = ("audit_synthetic", "load_images", "lite0_features")
 
 
 # -------------------------------------------------------------------------------------------------- pure statistics
@@ -239,14 +235,3 @@ def save_closest_pairs_png(
                 ax.set_title(f"real {p['real_index']}", fontsize=7)
     fig.suptitle(title or "closest synthetic (top) / real training (bottom) pairs", fontsize=9)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-
-
-def __getattr__(name: str) -> Any:
-    """The audit functions moved to :mod:`medmonai.engines.synthetic_audit` (imported on first access).
-
-    The audit needs networks and feature extraction (engines), which metrics do not depend on; the old names stay
-    importable from here without making this module import the engines.
-    """
-    if name in _MOVED:
-        return getattr(importlib.import_module("medmonai.engines.synthetic_audit"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -93,6 +93,16 @@ def test_medmnist_2d_rgb_and_unknown_name(tmp_path):
     np.testing.assert_array_equal(img.numpy(), np.transpose(arrays["train_images"][2], (1, 0, 2)))
 
 
+def test_medmnist_ordinal_sets_are_marked(tmp_path):
+    from medmonai.data.datalist import is_ordinal
+
+    _npz(tmp_path / "retinamnist.npz", (6, 4, 3), n_classes=5, counts=(10, 5, 5))
+    dl = datalist_from_medmnist(tmp_path / "retinamnist.npz", tmp_path / "out", progress=False)
+    assert dl["ordinal"] is True and dl["classes"][0] == "grade_0" and is_ordinal(dl)
+    _npz(tmp_path / "bloodmnist.npz", (6, 4, 3), n_classes=8, counts=(16, 8, 8))
+    assert not is_ordinal(datalist_from_medmnist(tmp_path / "bloodmnist.npz", tmp_path / "out2", progress=False))
+
+
 def test_medmnist_3d(tmp_path):
     arrays = _npz(tmp_path / "nodulemnist3d.npz", (4, 5, 6), counts=(3, 1, 2))
     dl = datalist_from_medmnist(tmp_path / "nodulemnist3d.npz", tmp_path / "out", progress=False)

@@ -259,3 +259,50 @@ def test_decision_rule_from_report_and_majority_rate():
     rule = {"method": "prior_shift", "alpha": 0.5, "class_priors": [0.5, 0.5, 0.0001], "training_prior": [1, 1, 1]}
     assert decision_rule_from_report({"threshold": {"threshold": None}, "decision_rule": rule}) == rule
     assert majority_class_rate([2, 2, 1, 0]) == (2, 0.5)
+
+
+def test_quadratic_weighted_kappa_matches_sklearn_and_is_reported_for_ordinal_labels_only(tmp_path):
+    from sklearn.metrics import cohen_kappa_score
+
+    from medmonai.metrics.clinical import classification_metrics, quadratic_weighted_kappa, scalar_metrics
+    from medmonai.metrics.report import summary_line, write_classification_report
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 200)
+    pred = np.clip(y + rng.integers(-1, 2, 200), 0, 3)  # mostly off by at most one grade
+    cm = np.zeros((4, 4), int)
+    np.add.at(cm, (y, pred), 1)
+    expected = cohen_kappa_score(y, pred, weights="quadratic")
+    assert float(quadratic_weighted_kappa(cm)) == pytest.approx(expected)
+    # batched, and undefined (NaN) when only one class is present
+    batch = quadratic_weighted_kappa(np.stack([cm, np.diag([5, 0, 0, 0])]))
+    assert batch[0] == pytest.approx(expected) and np.isnan(batch[1])
+    # a distant error costs more than a neighbouring one
+    near, far = np.diag([10, 10, 10, 10]), np.diag([10, 10, 10, 10])
+    near[0, 0], near[0, 1] = 9, 1
+    far[0, 0], far[0, 3] = 9, 1
+    assert quadratic_weighted_kappa(near) > quadratic_weighted_kappa(far)
+    prob = np.eye(4)[pred] * 0.7 + 0.075  # argmax = pred
+    assert "kappa_quadratic" not in scalar_metrics(classification_metrics(y, prob))
+    ordinal = classification_metrics(y, prob, ordinal=True)
+    assert ordinal["ordinal"] is True and ordinal["kappa_quadratic"] == pytest.approx(expected)
+    report = write_classification_report(tmp_path / "ord", y, prob, ordinal=True, n_boot=50)
+    kappa = report["metrics"]["kappa_quadratic"]
+    assert report["ordinal"] is True and kappa["ci_low"] <= kappa["value"] <= kappa["ci_high"]
+    assert "quadratic weighted kappa" in summary_line(report)
+    plain = write_classification_report(tmp_path / "nominal", y, prob, n_boot=0)
+    assert "kappa_quadratic" not in plain["metrics"] and "ordinal" not in plain
+    binary = write_classification_report(tmp_path / "bin", y % 2, prob[:, :2].sum(1) / 2, ordinal=True, n_boot=0)
+    assert "kappa_quadratic" not in binary["metrics"]  # two classes: the binary metrics, not an ordinal scale
+
+
+def test_is_ordinal_reads_the_datalist_flag(tmp_path):
+    import json
+
+    from medmonai.data.datalist import is_ordinal
+
+    assert is_ordinal({"classes": ["a", "b", "c"], "ordinal": True}) and not is_ordinal({"classes": ["a"]})
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"classes": ["g0", "g1", "g2"], "ordinal": "yes", "training": []}))
+    with pytest.raises(ValueError, match=r"datalist.json: 'ordinal' must be true or false, got 'yes'"):
+        is_ordinal(path)

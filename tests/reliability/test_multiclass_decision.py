@@ -11,12 +11,18 @@ the majority-class rate and warns when the accuracy is below it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medmonai.metrics.clinical import apply_decision_rule, decision_rule_from_report, majority_class_rate
-from medmonai.metrics.report import write_classification_report
+from medmonai.metrics.clinical import (
+    apply_decision_rule,
+    decision_rule_from_report,
+    majority_class_rate,
+    quadratic_weighted_kappa,
+)
+from medmonai.metrics.report import summary_line, write_classification_report
 from medmonai.metrics.threshold import choose_decision_rule
 from tests.reliability._bundle import run_in_process
 
@@ -101,11 +107,19 @@ def test_classification_2d_bundle_on_three_class_phantoms_records_the_rule(tmp_p
     from medmonai.data.defaults import resolve_datalist
 
     datalist = resolve_datalist("", tmp_path / "phantoms", 2, progress=False, **THREE_CLASSES)
+    # the grades are ordered: the datalist says so, and the report adds the quadratic weighted kappa
+    marked = json.loads(Path(datalist).read_text()) | {"ordinal": True}
+    Path(datalist).write_text(json.dumps(marked))
     settings = {"max_epochs": 2, "n_boot": 20}
     run_in_process(tmp_path, datalist, **settings)
     run_in_process(tmp_path, datalist, "evaluate", **settings)
     report = json.loads((tmp_path / "runs" / "eval" / "report.json").read_text())
     assert report["task"] == "multiclass" and report["classes"] == THREE_CLASSES["classes"]
+    kappa = report["metrics"]["kappa_quadratic"]
+    assert report["ordinal"] is True and kappa["n_boot_valid"] > 0
+    cm = np.asarray(report["confusion_matrix"]["counts"])
+    assert kappa["value"] == pytest.approx(float(quadratic_weighted_kappa(cm)))
+    assert "quadratic weighted kappa" in summary_line(report)
     rule = report["decision_rule"]
     assert rule["method"] in ("argmax", "prior_shift") and rule["chosen_on"] == "validation"
     assert rule["source"]["class_weights"] is not None and rule["source"]["class_priors_from"] == "training entries"
@@ -139,7 +153,8 @@ def test_cross_validation_chooses_the_rule_on_out_of_fold_predictions(tmp_path):
         )  # fmt: skip
     atomic_write_json(tmp_path / "splits.json", {"scheme": "kfold", "case_ids": ids, "folds": folds})
     classes = [f"grade{k}" for k in range(5)]
-    report = aggregate_crossval(tmp_path, classes, n_boot=20, class_weights="balanced")
+    report = aggregate_crossval(tmp_path, classes, n_boot=20, class_weights="balanced", ordinal=True)
+    assert "kappa_quadratic" in report["oof"]["metrics"] and "kappa_quadratic" in report["ensemble"]["metrics"]
     rule = report["decision_rule"]
     assert rule["chosen_on"] == "out-of-fold predictions" and rule["method"] == "prior_shift"
     assert rule["training_prior"] == pytest.approx([0.2] * 5)  # balanced weights
