@@ -245,10 +245,8 @@ def default_bundle_root(bundle: str, spatial_dims: int | None = None, announce: 
     if announce and root not in _announced:
         _announced.add(root)
         msg = f"medmonai: outputs of this run go to {root} (set bundle_root or MEDMONAI_HOME to change)"
-        if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
-            logger.info(msg)  # a bundle run's logging.conf shows it on the console
-        else:
-            print(msg, flush=True)  # shown once either way
+        logger.debug(msg)  # console: printed once (a bundle run's logging.conf shows INFO, not DEBUG)
+        print(msg, flush=True)
     return root
 
 

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medmonai.data.datalist import load_datalist, load_datalist_file
+from medmonai.data.phantoms import ensure_phantom_dataset
 from medmonai.utils import PathLike
 
 __all__ = ["resolve_datalist", "select_keys", "optional_split", "held_out_entries"]
@@ -42,7 +44,6 @@ def resolve_datalist(
     candidate = folder / "datalist.json"
     if candidate.is_file() and not (folder / "phantom_truth.json").is_file():
         return str(candidate)
-    from medmonai.data.phantoms import ensure_phantom_dataset
 
     return str(ensure_phantom_dataset(folder, spatial_dims=spatial_dims, progress=progress, **phantom))
 
@@ -54,8 +55,6 @@ def select_keys(entries: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[
 
 def optional_split(datalist_file: str, key: str = "test") -> list[dict[str, Any]]:
     """The entries of split ``key`` of a datalist file, or ``[]`` when the datalist has no such split."""
-    from medmonai.data.datalist import load_datalist, load_datalist_file
-
     if not isinstance(load_datalist_file(datalist_file).get(key), list):
         return []
     return load_datalist(datalist_file, key)

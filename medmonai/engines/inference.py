@@ -12,6 +12,10 @@ from typing import Any
 
 import torch
 
+from medmonai.data.datalist import load_datalist
+from medmonai.data.dicom import is_dicom_file, is_error, scan_dicom_folder
+from medmonai.data.domain import load_training_domain, screen_inputs
+from medmonai.engines.evaluation import load_weights, predict_probabilities
 from medmonai.metrics.clinical import apply_decision_rule, decision_rule_from_report
 from medmonai.utils import PathLike, atomic_write_json, atomic_write_text
 
@@ -36,12 +40,8 @@ def collect_inputs(source: PathLike, key: str = "all") -> list[dict[str, Any]]:
     if not src.exists():
         raise FileNotFoundError(f"{src}: input does not exist")
     if src.is_file() and src.suffix == ".json":
-        from medmonai.data.datalist import load_datalist
-
         entries = load_datalist(src, key)
     elif src.is_dir():
-        from medmonai.data.dicom import is_dicom_file, is_error, scan_dicom_folder
-
         files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.startswith(".")]
         if any(is_dicom_file(p) for p in files[:50]):
             series, problems = scan_dicom_folder(src, on_error="skip", progress=False)
@@ -94,9 +94,6 @@ def predict_to_files(
     Returns:
         The JSON content.
     """
-    from medmonai.data.domain import load_training_domain, screen_inputs
-    from medmonai.engines.evaluation import load_weights, predict_probabilities
-
     if checkpoint is not None:
         load_weights(network, checkpoint)
     network = network.to(device)

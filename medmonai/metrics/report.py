@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from medmonai.metrics.bootstrap import bootstrap_ci
 from medmonai.metrics.clinical import (
@@ -150,8 +151,6 @@ def save_roc_png(
     Returns:
         The PNG path.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     inp = prepare_inputs(y_true, y_prob, positive_class=positive_class, classes=classes)
     auc_ci = auc_ci or {}
     fig = _new_figure(5.5, 5.0)

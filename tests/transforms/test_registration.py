@@ -27,6 +27,24 @@ from medmonai.transforms.registration import (
 from tests.transforms._helpers import write_nifti
 
 ROT_TOL_DEG = 1.0
+
+
+@pytest.fixture(autouse=True)
+def _single_threaded_itk():
+    """SimpleITK's global thread count pinned to 1 for these tests (restored after).
+
+    The recovered rotation depends slightly on ITK's global default thread count (0.01-0.2 degrees here for the same
+    inputs), and once, in a full CI run on a loaded 2-core machine, the 2D case ended 1.4 degrees off: with one
+    thread every run gives the same result. (An open question, noted in docs/preprocessing.md.)
+    """
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    yield
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
 DISP_TOL_MM = 0.5
 NCC_MIN = 0.95
 
