@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CHECKPOINT_PATTERN",
+    "latest_checkpoint",
     "atomic_write",
     "atomic_write_text",
     "atomic_write_json",
@@ -276,3 +279,21 @@ def safe_output_path(folder: PathLike, name: Any, suffix: str = "", what: str = 
     if path.resolve().parent != root.resolve():  # also an existing symbolic link pointing elsewhere
         raise ValueError(f"{what} {raw!r}: {path} would be written outside the output folder {root}")
     return path
+
+
+# the resumable training checkpoints (medmonai.handlers.checkpoint.ResumableCheckpoint), one per epoch
+CHECKPOINT_PATTERN = "checkpoint_epoch=*.pt"
+
+
+def latest_checkpoint(ckpt_dir: str, pattern: str = CHECKPOINT_PATTERN) -> str | None:
+    """The checkpoint with the highest epoch number in ``ckpt_dir`` matching ``pattern`` (None if there is none).
+
+    :class:`medmonai.handlers.checkpoint.ResumableCheckpoint` writes ``checkpoint_epoch=N.pt`` atomically (temporary
+    file + rename), so any file found here is complete.
+    """
+    best: tuple[int, str] | None = None
+    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), pattern)):
+        m = re.search(r"(\d+)\.pt$", path)
+        if m and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), path)
+    return best[1] if best else None

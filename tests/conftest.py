@@ -8,6 +8,7 @@ import pytest
 
 from medmonai.deploy.models import load_clinical_model
 from medmonai.utils import shared_data_dir
+from tests._seg_dicom import write_oblique_series_case
 from tests.deploy._clinical_data import bundle_dir, trained_classifier
 
 # runs with the default bundle_root write to $MEDMONAI_HOME/<bundle>_<dims>d: the tests' ones not into the home
@@ -28,6 +29,12 @@ def require(path):
     if not path.exists():
         pytest.skip(f"real data not available: {path} does not exist")
     return path
+
+
+@pytest.fixture(scope="module")
+def dicom_case(tmp_path_factory):
+    """A coronal, 15°-oblique 3D phantom with a lesion mask, written as a DICOM series: (case, series folder)."""
+    return write_oblique_series_case(tmp_path_factory.mktemp("dicom"))
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ from medmonai.data.planning import (
     Planner,
     plan_from_fingerprint,
 )
-from medmonai.transforms.io import load_image_transforms
+from medmonai.data.reader import load_image_transforms
 from medmonai.utils import PathLike, atomic_write_json
 
 __all__ = [

@@ -45,8 +45,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from medmonai.data.datalist import load_datalist_file, make_datalist, write_datalist
 from medmonai.data.synthetic import case_key
-from medmonai.handlers.checkpoint import latest_checkpoint
-from medmonai.utils import PathLike, atomic_torch_save, atomic_write
+from medmonai.utils import PathLike, atomic_torch_save, atomic_write, latest_checkpoint
 
 __all__ = [
     "DIFFAUGMENT_OPS",

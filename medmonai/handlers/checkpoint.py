@@ -39,7 +39,8 @@ from monai.utils import optional_import
 from medmonai.data.splits import case_id
 from medmonai.handlers.attached import attached, evaluators, register
 from medmonai.handlers.provenance import _calling_config_parser, file_sha256, resolved_config
-from medmonai.utils import PathLike, atomic_torch_save, remove_stale_temp_files
+from medmonai.utils import CHECKPOINT_PATTERN as _CHECKPOINT_PATTERN
+from medmonai.utils import PathLike, atomic_torch_save, latest_checkpoint, remove_stale_temp_files
 
 # not POSIX (Windows): output folders are not locked
 fcntl, _HAS_FCNTL = optional_import("fcntl")
@@ -64,8 +65,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_CHECKPOINT_PATTERN = "checkpoint_epoch=*.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -277,20 +276,6 @@ class _RunSettings:
 
     def state_dict(self) -> dict[str, Any]:
         return {"version": self.VERSION, "json": json.dumps(self.owner.settings_now, sort_keys=True, default=str)}
-
-
-def latest_checkpoint(ckpt_dir: str, pattern: str = _CHECKPOINT_PATTERN) -> str | None:
-    """The checkpoint with the highest epoch number in ``ckpt_dir`` matching ``pattern`` (None if there is none).
-
-    :class:`ResumableCheckpoint` writes ``checkpoint_epoch=N.pt`` atomically (temporary file + rename, see
-    :class:`AtomicDiskSaver`), so any file found here is complete.
-    """
-    best: tuple[int, str] | None = None
-    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), pattern)):
-        m = re.search(r"(\d+)\.pt$", path)
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), path)
-    return best[1] if best else None
 
 
 # ------------------------------------------------------------------------------------------------ atomic saving

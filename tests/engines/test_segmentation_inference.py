@@ -8,17 +8,12 @@ import json
 import highdicom as hd
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import torch
 
-from medmonai.data.phantoms import PhantomConfig, generate_cases, write_case_dicom
-from medmonai.engines.segmentation_inference import (
-    evaluate_segmentation,
-    predict_segmentation_to_files,
-    write_dicom_seg,
-)
+from medmonai.engines.segmentation_inference import evaluate_segmentation, predict_segmentation_to_files
 from medmonai.transforms.segmentation import build_segmentation_preprocessing
+from tests._seg_dicom import frames_by_source
 
 PLAN = {"spatial_dims": 3, "target_spacing": [1.0, 1.0, 1.0], "orientation": "RAS", "normalization": "zscore"}
 
@@ -85,49 +80,6 @@ def test_evaluation_metrics_match_the_written_prediction(tmp_path):
                               [16, 16, 16])  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def dicom_case(tmp_path_factory):
-    """A coronal, 15°-oblique phantom written as a DICOM series (one file per slice)."""
-    config = PhantomConfig.small(3, n_subjects=2, orientations=("coronal",), oblique_max_deg=15.0, seed=1)
-    case = next(iter(generate_cases(config)))
-    root = tmp_path_factory.mktemp("dicom")
-    series_dir, _ = write_case_dicom(case, root)
-    return case, series_dir
-
-
-def _frames_by_source(seg_path):
-    ds = pydicom.dcmread(seg_path)
-    frames = ds.pixel_array if ds.pixel_array.ndim == 3 else ds.pixel_array[None]
-    out = {}
-    for f, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        sop = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        ident = group if "SegmentIdentificationSequence" in group else ds.SharedFunctionalGroupsSequence[0]
-        segment = int(ident.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        ipp = [float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient]
-        out[(sop, segment)] = (frames[f], ipp)
-    return ds, out
-
-
-def test_dicom_seg_frames_reference_the_right_instances_at_the_right_positions(dicom_case, tmp_path):
-    case, series_dir = dicom_case
-    path = write_dicom_seg(tmp_path / "truth.dcm", case.mask, series_dir, ["background", "lesion"], case.affine)
-    seg = hd.seg.segread(path)
-    assert seg.SeriesInstanceUID != case.series_uid and seg.StudyInstanceUID == case.study_uid
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == case.series_uid
-    assert seg.FrameOfReferenceUID == case.frame_of_reference_uid
-    _, frames = _frames_by_source(path)
-    k_of = {uid: k for k, uid in enumerate(case.sop_instance_uids)}
-    non_empty = {k for k in range(case.shape[2]) if case.mask[:, :, k].any()}
-    assert {k_of[sop] for sop, _ in frames} == non_empty  # empty frames omitted
-    for (sop, segment), (pixels, ipp) in frames.items():
-        k = k_of[sop]
-        assert segment == 1
-        np.testing.assert_allclose(ipp, case.image_position_patient(k), atol=1e-3)
-        np.testing.assert_array_equal(pixels, case.mask[:, :, k].T)  # rows = j, columns = i
-    with pytest.raises(ValueError, match="does not fit"):
-        write_dicom_seg(tmp_path / "bad.dcm", case.mask[:-1], series_dir, ["background", "lesion"])
-
-
 def test_dicom_series_prediction_writes_nifti_and_a_matching_seg(dicom_case, tmp_path):
     case, series_dir = dicom_case
     pre = build_segmentation_preprocessing({**PLAN, "target_spacing": [1.5, 1.5, 1.5]})
@@ -143,7 +95,7 @@ def test_dicom_series_prediction_writes_nifti_and_a_matching_seg(dicom_case, tmp
     assert mask.any()
     seg = hd.seg.segread(rec["dicom_seg"])
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == case.series_uid
-    _, frames = _frames_by_source(rec["dicom_seg"])
+    _, frames = frames_by_source(rec["dicom_seg"])
     k_of = {uid: k for k, uid in enumerate(case.sop_instance_uids)}
     assert {k_of[sop] for sop, _ in frames} == {k for k in range(case.shape[2]) if mask[:, :, k].any()}
     for (sop, _), (pixels, ipp) in frames.items():
