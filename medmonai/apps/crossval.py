@@ -91,11 +91,13 @@ def _train_folds(
     n_folds: int,
     per_fold: Callable[[int], dict[str, Any]] | None = None,
     done: Callable[[Path, int], bool] | None = None,
+    only: Sequence[int] | None = None,
 ) -> None:
     is_done = done or fold_done
-    todo = [k for k in range(n_folds) if not is_done(cv_dir, k)]
-    if len(todo) < n_folds:
-        _progress(f"{n_folds - len(todo)} of {n_folds} folds already finished: skipped")
+    wanted = range(n_folds) if only is None else sorted(set(int(k) for k in only))
+    todo = [k for k in wanted if not is_done(cv_dir, k)]
+    if len(todo) < len(wanted):
+        _progress(f"{len(wanted) - len(todo)} of {len(wanted)} folds already finished: skipped")
     extra = {"meta_file": str(files["meta"])} if files["meta"].is_file() else {}
     if files["logging"].is_file():
         extra["logging_file"] = str(files["logging"])
@@ -278,6 +280,7 @@ def run_crossval(
     feature_gan: str = "none",
     feature_gan_ratio: float = 1.0,
     feature_gan_options: Mapping[str, Any] | None = None,
+    folds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a cross-validation of a classification or segmentation bundle and write its reports.
 
@@ -304,9 +307,12 @@ def run_crossval(
             (:mod:`medmonai.engines.feature_gan`); ``none`` (default) does not.
         feature_gan_ratio: the ratio of ``feature_gan``.
         feature_gan_options: :class:`medmonai.engines.feature_gan.FeatureGAN` settings (``steps``, ``hidden``...).
+        folds: train only these folds (classification network path), e.g. ``[0]`` for the first rung of
+            :mod:`medmonai.apps.auto`; nothing is aggregated then. A later call with the same settings and no
+            ``folds`` skips the finished ones and writes the reports.
 
     Returns:
-        The ``cv_report.json`` content.
+        The ``cv_report.json`` content; with ``folds``: ``{"partial": True, "cv_dir": ..., "folds_done": [...]}``.
     """
     if classifier is not None and classifier not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {classifier!r}; choose from {CLASSIFIERS}")
@@ -318,6 +324,8 @@ def run_crossval(
         raise ValueError(f"unknown feature_gan {feature_gan!r}; choose from {SYNTHETIC_MODES}")
     if feature_gan != "none" and classifier is None:
         raise ValueError("the feature GAN (feature_gan) applies to the deep-features path: give a classifier")
+    if folds is not None and (classifier is not None or synthetic_mode != "none"):
+        raise ValueError("folds= (a partial cross-validation) applies to the plain network path only")
     files = _cv_configs(bundle)
     gan_root = Path(gan_bundle) if gan_bundle is not None else Path(bundle).parent / "gan_augmentation"
     if synthetic_mode != "none":
@@ -334,6 +342,7 @@ def run_crossval(
     segmentation = task_type(parser) == "segmentation"
     if segmentation:
         refused = {
+            "folds": folds is not None,
             "classifier": classifier is not None,
             "synthetic_mode": synthetic_mode != "none",
             "feature_gan": feature_gan != "none",
@@ -364,6 +373,12 @@ def run_crossval(
     n = len(splits["folds"])
     _progress(f"{scheme}: {n} folds over {len(splits['case_ids'])} pooled cases; results in {cv_dir}")
     seed = int(parser.get_parsed_content("seed"))
+    if folds is not None:
+        bad = [k for k in folds if not 0 <= int(k) < n]
+        if bad:
+            raise ValueError(f"folds {bad} out of range: this cross-validation has folds 0..{n - 1}")
+        _train_folds(files, common, cv_dir, n, only=folds)
+        return {"partial": True, "cv_dir": str(cv_dir), "folds_done": [k for k in range(n) if fold_done(cv_dir, k)]}
     if segmentation:
         _train_folds(files, common, cv_dir, n, done=segmentation_fold_done)
         extra = {"bundle": str(bundle), "network": parser.get_parsed_content("network_name"), "settings": settings}

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from medmonai import __version__
+from medmonai.apps.auto import PORTFOLIO, train_auto
 from medmonai.apps.crossval import CLASSIFIERS, run_crossval
 from medmonai.apps.demo import run_demo
 from medmonai.bundles import default_bundle_root, medmonai_home, parse_bundle, qualified_name, resolve_bundle
@@ -184,6 +185,18 @@ def _log_to_mlflow(report: Path, uri: str, experiment: str, params: dict[str, ob
 
 
 # ---------------------------------------------------------------------------------------------------- compare
+# ------------------------------------------------------------------------------------------------------ train
+def _cmd_train(args: argparse.Namespace) -> int:
+    out = args.out or str(medmonai_home() / "train" / Path(args.datalist).resolve().parent.name)
+    print(f"medmonai train: outputs in {out}", flush=True)
+    candidates = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else None
+    train_auto(
+        args.datalist, out, budget_min=args.budget_min, n_folds=args.folds, seed=args.seed,
+        spatial_dims=args.spatial_dims, candidates=candidates, n_boot=args.n_boot, leakage=args.leakage,
+    )  # fmt: skip
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ cv
 def _parse_value(text: str) -> object:
     """A ``--set`` value: JSON/YAML literal when it parses (numbers, lists, null...), else the string."""
@@ -611,6 +624,30 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
     _mlflow_options(de, "summary.json and the plots", "demo")
     de.set_defaults(func=_cmd_demo)
+
+    tr = sub.add_parser(
+        "train",
+        help="the best classifier the time budget buys: a portfolio selected by cross-validation, the fold ensemble",
+    )
+    tr.add_argument("datalist", help="datalist JSON: training [+ validation] for selection, test scored once")
+    tr.add_argument("--budget-min", type=float, default=30.0, help="wall-clock budget of the whole run, minutes")
+    tr.add_argument(
+        "--out", default=None,
+        help="output folder (default: $MEDMONAI_HOME/train/<the datalist's folder name>); a rerun resumes",
+    )  # fmt: skip
+    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds = models in the final ensemble")
+    tr.add_argument("--seed", type=int, default=0, help="random seed of folds and training")
+    tr.add_argument("--spatial-dims", type=int, choices=(2, 3), default=2, help="2: images, 3: volumes")
+    tr.add_argument(
+        "--candidates", default=None,
+        help=f"restrict the portfolio, comma list of {', '.join(c.name for c in PORTFOLIO)} (default: all that apply)",
+    )  # fmt: skip
+    tr.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the reports")
+    tr.add_argument(
+        "--leakage", default="error", choices=("error", "drop", "off"),
+        help="a subject or an identical image in two splits: stop, leave it out of training (reported), or ignore",
+    )  # fmt: skip
+    tr.set_defaults(func=_cmd_train)
 
     cv = sub.add_parser(
         "cv", help="cross-validate a bundle: folds, OOF report (classification: fold ensemble; segmentation: Dice)"

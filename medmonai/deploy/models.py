@@ -115,6 +115,24 @@ class ClinicalModel:
         }
 
 
+#: ``cv_settings.json`` keys that are not training overrides of the bundle (cross-validation runner options), or that
+#: the recorded plan already gives (the datalist) or the inference side chooses (the device)
+_NOT_TRAINING_OVERRIDES = ("classifier", "synthetic", "feature_gan", "datalist", "device", "bundle_root")
+
+
+def _cv_training_settings(cv_dir: Path) -> dict[str, Any]:
+    """The bundle overrides a cross-validation folder was trained with (its ``cv_settings.json``) and its ``cv_dir``.
+
+    A fold ensemble is then loaded with the preprocessing and network settings of its folds (e.g. a candidate of
+    :mod:`medmonai.apps.auto` with ``network_name=resnet18`` or a 64 px input) without the user repeating them.
+    """
+    settings_file = cv_dir / "cv_settings.json"
+    settings = read_json(settings_file, "cross-validation settings") if settings_file.is_file() else {}
+    out = {k: v for k, v in settings.items() if k not in _NOT_TRAINING_OVERRIDES}
+    out["cv_dir"] = str(cv_dir)
+    return out
+
+
 def _threshold_from_report(path: Path) -> tuple[float, int] | None:
     """``(threshold, positive class)`` of an evaluation ``report.json`` or ``cv_report.json``, if it has one.
 
@@ -232,6 +250,8 @@ def load_clinical_model(
     names = ["train"]
     if cv_report is not None and cv_report.is_file() and (cfg / "crossval.yaml").is_file():
         names.append("crossval")
+        # the fold ensemble's own training settings (network, input size...) and folder, under the user's overrides
+        overrides = {**_cv_training_settings(cv_report.parent), **overrides}
     else:
         cv_report = None
     names.append("inference")

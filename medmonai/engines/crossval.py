@@ -39,6 +39,7 @@ import torch
 from medmonai.data.splits import case_id
 from medmonai.engines.evaluation import load_weights, predict_probabilities
 from medmonai.engines.losses import training_class_prior
+from medmonai.metrics.calibration import apply_temperature
 from medmonai.metrics.clinical import classification_metrics
 from medmonai.metrics.report import write_classification_report
 from medmonai.metrics.segmentation import segmentation_report, summary_stats, write_segmentation_report
@@ -53,6 +54,7 @@ __all__ = [
     "write_fold_predictions",
     "load_fold_predictions",
     "FoldEnsemble",
+    "TemperatureScaled",
     "aggregate_crossval",
     "SEGMENTATION_FOLD_REPORT",
     "segmentation_fold_done",
@@ -209,6 +211,31 @@ class FoldEnsemble(torch.nn.Module):
         return total / count
 
 
+class TemperatureScaled(torch.nn.Module):
+    """Probabilities of a model that returns probabilities, recalibrated: ``softmax(log p / T)``.
+
+    See :mod:`medmonai.metrics.calibration` (the temperature is chosen on out-of-fold predictions).
+
+    Args:
+        model: a module returning class probabilities ``(B, C)`` (e.g. a :class:`FoldEnsemble`).
+        temperature: ``T > 0``.
+    """
+
+    temperature: float
+
+    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Recalibrated probabilities."""
+        p = self.model(x).clamp_min(1e-12)
+        return torch.softmax(torch.log(p) / self.temperature, dim=1)
+
+
 def _fold_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {m: metrics.get(m) for m in _SUMMARY_METRICS}
 
@@ -233,6 +260,7 @@ def aggregate_crossval(
     balanced_sampler: bool = False,
     decision_objective: str = "balanced_accuracy_above_majority",
     ordinal: bool = False,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Combine the finished folds of ``cv_dir`` into the OOF report, the ensemble test report and ``cv_report.json``.
 
@@ -250,6 +278,9 @@ def aggregate_crossval(
         balanced_sampler: whether the folds trained with the class-balanced sampler.
         decision_objective: the objective choosing the multi-class decision rule on the OOF predictions.
         ordinal: three or more ordered classes: the reports add the quadratic weighted kappa.
+        temperature: calibration temperature (:mod:`medmonai.metrics.calibration`) applied to the fold files'
+            (uncalibrated) probabilities: to each fold model's, and to the ensemble's *after* the fold mean, as the
+            exported ensemble does; 1: none.
 
     Returns:
         The ``cv_report.json`` content.
@@ -270,6 +301,12 @@ def aggregate_crossval(
             f"{cv_dir}: folds {missing} of {n_folds} have no {FOLD_PREDICTIONS} yet; run or resume the cross-validation"
         )
     preds = [load_fold_predictions(fold_dir(cv_dir, k) / FOLD_PREDICTIONS) for k in range(n_folds)]
+    raw_test = [p["test_probs"] for p in preds]
+    if float(temperature) != 1.0:
+        for p in preds:
+            p["val_probs"] = apply_temperature(p["val_probs"], temperature)
+            if len(p["test_probs"]):
+                p["test_probs"] = apply_temperature(p["test_probs"], temperature)
     binary = len(classes) == 2
     info = dict(extra or {})
     info.update({"scheme": splits.get("scheme"), "n_folds": n_folds, "splits": str(splits_file)})
@@ -355,7 +392,9 @@ def aggregate_crossval(
     if has_test:
         result["across_folds"]["test"] = _mean_std([f["test"] for f in folds])
         test_y = preds[0]["test_labels"]
-        ens_p = np.mean([p["test_probs"] for p in preds], axis=0)
+        ens_p = np.mean(raw_test, axis=0)
+        if float(temperature) != 1.0:
+            ens_p = apply_temperature(ens_p, temperature)  # after the mean, as TemperatureScaled(FoldEnsemble)
         if (test_y >= 0).all():
             ens_report = write_classification_report(
                 cv_dir / "ensemble", test_y, score(ens_p), case_ids=test_ids, classes=list(classes), threshold=thr,
@@ -381,17 +420,20 @@ def export_ensemble(
     example: torch.Tensor,
     flip_axes: Sequence[int] = (),
     atol: float = 1e-5,
+    temperature: float = 1.0,
 ) -> Path:
     """Save the fold ensemble as one TorchScript module (scripted when possible, else traced) and check it.
 
     The saved module is reloaded and its output compared with the eager ensemble on ``example``.
 
     Args:
-        models: the fold models with their trained weights.
+        models: the fold models with their trained weights (the folds of one or of several candidates; each model
+            has the same weight).
         path: output ``.ts`` file (written atomically).
         example: an input batch ``(B, C, *spatial)`` for tracing and the check.
         flip_axes: test-time mirroring axes built into the module.
         atol: tolerance of the check.
+        temperature: calibration temperature built into the module (:class:`TemperatureScaled`); 1: none.
 
     Returns:
         The written file.
@@ -399,7 +441,9 @@ def export_ensemble(
     Raises:
         RuntimeError: if the exported module does not reproduce the eager ensemble.
     """
-    ensemble = FoldEnsemble([m.eval().cpu() for m in models], flip_axes=flip_axes).eval()
+    ensemble: torch.nn.Module = FoldEnsemble([m.eval().cpu() for m in models], flip_axes=flip_axes).eval()
+    if float(temperature) != 1.0:
+        ensemble = TemperatureScaled(ensemble, temperature).eval()
     example = example.cpu()
     with torch.no_grad():
         expected = ensemble(example)

@@ -183,8 +183,8 @@ def release_output_dir(output_dir: PathLike) -> bool:
 #: to continue a finished run; ``patience``/``min_delta`` decide when early stopping ends it), logging, data loading
 #: and where things are (paths; the datalist is compared by content instead, see :func:`run_settings`)
 RESUME_MAY_CHANGE: tuple[str, ...] = (
-    "max_epochs", "patience", "min_delta", "resume", "num_workers", "image_log_interval", "sample_interval",
-    "log_interval", "device", "is_not_rank0",
+    "max_epochs", "patience", "min_delta", "time_budget_min", "resume", "num_workers", "image_log_interval",
+    "sample_interval", "log_interval", "device", "is_not_rank0",
     "preflight", "bundle_root", "datalist", "source_datalist", "synthetic_datalist", "input", "checkpoint",
     "*_dir", "*_file", "*_root",
 )  # fmt: skip

@@ -186,3 +186,12 @@ def test_every_scheme_runs_on_breastmnist_through_the_cli(shared_data, tmp_path)
         report = read_json(root / "runs" / "cv" / "cv_report.json")
         assert report["n_folds"] == n_folds, scheme
         assert report["ensemble"]["n"] == 8
+
+
+def test_partial_folds_are_checked(phantoms, tmp_path):
+    """folds= (medmonai train's rungs) trains only the named folds; bad ones are refused before any training."""
+    with pytest.raises(ValueError, match=r"folds \[5\] out of range"):
+        run_crossval(BUNDLE, bundle_root=tmp_path, n_folds=3, overrides={"datalist": phantoms, **FAST}, folds=[5])
+    with pytest.raises(ValueError, match="plain network path"):
+        run_crossval(BUNDLE, bundle_root=tmp_path, overrides={"datalist": phantoms}, classifier="logreg_l2", folds=[0])
+    assert not any((tmp_path / "runs" / "cv").glob("fold*/fold_predictions.npz"))
