@@ -169,3 +169,15 @@ def test_three_classes_through_the_bundle_config(tmp_path):
     assert {f"sensitivity/grade{i}" for i in (1, 2, 3)} <= set(test["metrics"])  # per-class sensitivity
     assert read_json(out / "final" / "cv_report.json")["decision_rule"]["method"]
     assert json.loads((out / "plan.json").read_text())["data"]["classes"] == ["grade1", "grade2", "grade3"]
+
+
+@pytest.mark.slow
+def test_3d_plan_keeps_the_3d_candidates_and_says_why_imagenet_is_out(tmp_path):
+    data = resolve_datalist("", str(tmp_path / "data"), 3, n_subjects=12, images_per_subject=1, test_fraction=0.25)
+    plan = plan_auto(data, tmp_path / "out", budget_min=30, n_folds=3, spatial_dims=3)
+    rows = {r["name"]: r for r in plan["candidates"]}
+    assert rows["small_cnn"]["included"] and rows["resnet18"]["included"]
+    assert len(rows["small_cnn"]["spatial_size"]) == 3
+    for name in ("lite0_frozen", "lite0_finetune"):
+        assert not rows[name]["included"] and "2D" in rows[name]["reason"]
+    assert plan["portfolio"] == ["small_cnn", "resnet18"]
