@@ -75,6 +75,7 @@ def auto_run(phantoms, tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow  # trains the module's auto run (about a minute): not in make test-quick
 def test_plan_states_reasons_and_the_fold_cap(auto_run):
     out, _ = auto_run
     plan = read_json(out / "plan.json")
@@ -91,6 +92,7 @@ def test_plan_states_reasons_and_the_fold_cap(auto_run):
         assert all(row["cost"]["epoch_s"] * MIN_EPOCHS <= cap * 60 for row in plan["candidates"])
 
 
+@pytest.mark.slow  # trains the module's auto run (about a minute): not in make test-quick
 def test_selection_uses_out_of_fold_predictions_only(phantoms, auto_run):
     out, report = auto_run
     assert set(report["rung0_fold0_oof_auc"]) == {"small_cnn", "resnet18"}
@@ -112,6 +114,7 @@ def test_selection_uses_out_of_fold_predictions_only(phantoms, auto_run):
         assert (out / "final" / "ensemble" / f).is_file()
 
 
+@pytest.mark.slow  # trains the module's auto run (about a minute): not in make test-quick
 def test_final_model_loads_for_inference_and_reproduces_the_report(phantoms, auto_run):
     out, report = auto_run
     model = load_clinical_model(BUNDLE, bundle_root=out, model=out / "final" / "ensemble" / "model.ts")
@@ -129,6 +132,7 @@ def test_final_model_loads_for_inference_and_reproduces_the_report(phantoms, aut
     np.testing.assert_allclose(probs, expected, atol=1e-5)  # mirroring and calibration are inside the model file
 
 
+@pytest.mark.slow  # trains the module's auto run (about a minute): not in make test-quick
 def test_medmonai_infer_runs_the_final_model_on_a_dicom_study(phantoms, auto_run, tmp_path):
     out, report = auto_run
     model = load_clinical_model(BUNDLE, bundle_root=out, model=out / "final" / "ensemble" / "model.ts")
@@ -140,6 +144,7 @@ def test_medmonai_infer_runs_the_final_model_on_a_dicom_study(phantoms, auto_run
     assert sr["threshold"] == pytest.approx(report["threshold"]["threshold"])
 
 
+@pytest.mark.slow  # trains the module's auto run (about a minute): not in make test-quick
 def test_rerun_resumes_and_other_arguments_are_refused(phantoms, auto_run):
     out, report = auto_run
     again = train_auto(phantoms, out, budget_min=3, n_folds=3, seed=0, candidates=["small_cnn", "resnet18"], n_boot=50)
