@@ -52,19 +52,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmonai.apps.crossval import run_crossval
+from medmonai.apps.crossval import fold_models, run_crossval
 from medmonai.bundles import bundles_dir, parse_bundle
 from medmonai.data.datalist import is_ordinal, load_datalist, load_datalist_file
 from medmonai.data.splits import case_id
 from medmonai.engines.crossval import (
+    FOLD_PREDICTIONS,
     aggregate_crossval,
     export_ensemble,
     fold_dir,
     fold_done,
     load_fold_predictions,
+    pool_oof,
     write_fold_predictions,
 )
-from medmonai.engines.evaluation import load_weights
 from medmonai.metrics.calibration import choose_calibration
 from medmonai.metrics.clinical import classification_metrics
 from medmonai.transforms.augmentation import LEVELS
@@ -472,25 +473,10 @@ def _cv_dir(out: Path, name: str) -> Path:
 
 
 def _oof(cv_dir: Path, n_folds: int) -> dict[str, Any]:
-    """Pooled OOF predictions of a finished candidate, in splits order, with the fold of each case."""
-    splits = read_json(cv_dir / "splits.json")
-    index = {c: i for i, c in enumerate(splits["case_ids"])}
-    n = len(index)
-    probs: np.ndarray | None = None
-    labels = np.full(n, -1)
-    fold_of = np.full(n, -1)
-    tests = []
-    for k in range(n_folds):
-        p = load_fold_predictions(fold_dir(cv_dir, k) / "fold_predictions.npz")
-        if probs is None:
-            probs = np.zeros((n, p["val_probs"].shape[1]))
-        rows = [index[c] for c in p["val_ids"].tolist()]
-        probs[rows] = p["val_probs"]
-        labels[rows] = p["val_labels"]
-        fold_of[rows] = k
-        tests.append(p)
-    assert probs is not None
-    return {"probs": probs, "labels": labels, "fold": fold_of, "fold_predictions": tests}
+    """Pooled OOF predictions of a finished candidate (splits order, the fold of each case) and its fold files."""
+    preds = [load_fold_predictions(fold_dir(cv_dir, k) / FOLD_PREDICTIONS) for k in range(n_folds)]
+    pooled = pool_oof(preds, read_json(cv_dir / "splits.json")["case_ids"], source=str(cv_dir))
+    return {**pooled, "fold_predictions": preds}
 
 
 def _args_record(**kwargs: Any) -> dict[str, Any]:
@@ -714,22 +700,14 @@ def _finalize(
 def _export_final(
     out: Path, plan: Mapping[str, Any], chosen: Sequence[str], rows: Mapping[str, Any], temperature: float, final: Path
 ) -> Path:
-    models = []
-    transform = split = None
+    models: list[torch.nn.Module] = []
+    example = None
     for name in chosen:
-        ov = {**plan["common_overrides"], **rows[name]["overrides"]}
-        for k in range(int(plan["n_folds"])):
-            parser = parse_bundle(_bundle(), ("train", "crossval"),
-                                  {"bundle_root": str(out / "candidates" / name), "fold": k, **ov})  # fmt: skip
-            net = parser.get_parsed_content("network_def", instantiate=True)
-            load_weights(net, fold_dir(_cv_dir(out, name), k) / "checkpoints" / "model.pt")
-            models.append(net)
-            if transform is None:
-                transform = parser.get_parsed_content("preprocessing")
-                split = parser.get_parsed_content("split")
-    assert transform is not None and split is not None
-    sample = transform({"image": split["validation"][0]["image"]})["image"]
-    example = torch.as_tensor(sample).unsqueeze(0).float()
+        common = {"bundle_root": str(out / "candidates" / name), **plan["common_overrides"], **rows[name]["overrides"]}
+        nets, sample = fold_models(_bundle(), common, _cv_dir(out, name), int(plan["n_folds"]))
+        models += nets
+        example = sample if example is None else example
+    assert example is not None
     return export_ensemble(models, final / "ensemble" / "model.ts", example,
                            flip_axes=plan["tta_flip_axes"]["value"], temperature=temperature)  # fmt: skip
 

@@ -62,7 +62,7 @@ from medmonai.engines.feature_gan import FeatureGAN, fit_classical_with_feature_
 from medmonai.engines.features import extract_features
 from medmonai.utils import PathLike, atomic_write_json, read_json
 
-__all__ = ["CLASSIFIERS", "fold_gan", "run_crossval"]
+__all__ = ["CLASSIFIERS", "fold_gan", "fold_models", "run_crossval"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,18 +247,34 @@ def _feature_folds(
             _progress(f"fold {k + 1}/{n_folds} fitted ({time.perf_counter() - t0:.0f} s)")
 
 
-def _export(bundle: PathLike, common: dict[str, Any], cv_dir: Path, n_folds: int, flip_axes: Sequence[int]) -> Path:
-    """Load the k fold checkpoints into one TorchScript ensemble (``cv_dir/ensemble/model.ts``)."""
-    parser = _parse_cv(bundle, {**common, "fold": 0})
+def fold_models(
+    bundle: PathLike, common: Mapping[str, Any], cv_dir: Path, n_folds: int
+) -> tuple[list[torch.nn.Module], torch.Tensor]:
+    """The k trained fold networks of a cross-validation (best checkpoints loaded) and one preprocessed input.
+
+    Args:
+        bundle: the bundle folder.
+        common: the overrides the folds were trained with (``bundle_root`` included).
+        cv_dir: the cross-validation folder.
+        n_folds: number of folds.
+
+    Returns:
+        The networks and an example batch ``(1, C, *spatial)`` (the first validation image of fold 0).
+    """
     models = []
     for k in range(n_folds):
         net = _parse_cv(bundle, {**common, "fold": k}).get_parsed_content("network_def", instantiate=True)
         load_weights(net, fold_dir(cv_dir, k) / "checkpoints" / "model.pt")
         models.append(net)
+    parser = _parse_cv(bundle, {**common, "fold": 0})
     transform = parser.get_parsed_content("preprocessing")
-    split = parser.get_parsed_content("split")
-    sample = transform({"image": split["validation"][0]["image"]})["image"]
-    example = torch.as_tensor(sample).unsqueeze(0).float()
+    sample = transform({"image": parser.get_parsed_content("split")["validation"][0]["image"]})["image"]
+    return models, torch.as_tensor(sample).unsqueeze(0).float()
+
+
+def _export(bundle: PathLike, common: dict[str, Any], cv_dir: Path, n_folds: int, flip_axes: Sequence[int]) -> Path:
+    """Load the k fold checkpoints into one TorchScript ensemble (``cv_dir/ensemble/model.ts``)."""
+    models, example = fold_models(bundle, common, cv_dir, n_folds)
     return export_ensemble(models, cv_dir / "ensemble" / "model.ts", example, flip_axes=flip_axes)
 
 

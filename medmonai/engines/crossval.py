@@ -53,6 +53,7 @@ __all__ = [
     "save_fold_predictions",
     "write_fold_predictions",
     "load_fold_predictions",
+    "pool_oof",
     "FoldEnsemble",
     "TemperatureScaled",
     "aggregate_crossval",
@@ -248,6 +249,46 @@ def _mean_std(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def pool_oof(preds: Sequence[Mapping[str, np.ndarray]], case_ids: Sequence[str], source: str = "") -> dict[str, Any]:
+    """The pooled out-of-fold predictions of the folds' ``fold_predictions.npz`` contents, in ``splits.json`` order.
+
+    A case predicted by several folds (repeated k-fold) gets the mean of their probabilities.
+
+    Args:
+        preds: the folds' predictions (:func:`load_fold_predictions`), fold 0 first.
+        case_ids: the pooled case ids of ``splits.json`` (their order is the output order).
+        source: named in the error message (the cross-validation folder).
+
+    Returns:
+        ``{"index": positions in case_ids, "labels": (N,), "probs": (N, C), "fold": (N,) the first fold predicting
+        each case}``.
+
+    Raises:
+        ValueError: a fold predicted a case that is not in ``case_ids``.
+    """
+    index = {cid: i for i, cid in enumerate(case_ids)}
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    labels: dict[int, int] = {}
+    first: dict[int, int] = {}
+    for k, p in enumerate(preds):
+        for cid, y, prob in zip(p["val_ids"].tolist(), p["val_labels"], p["val_probs"], strict=True):
+            if cid not in index:
+                raise ValueError(f"{source}: fold {k} predicted case {cid!r}, which is not in its splits.json")
+            i = index[cid]
+            sums[i] = sums.get(i, 0) + prob
+            counts[i] = counts.get(i, 0) + 1
+            labels[i] = int(y)
+            first.setdefault(i, k)
+    order = sorted(sums)
+    return {
+        "index": order,
+        "labels": np.asarray([labels[i] for i in order]),
+        "probs": np.stack([sums[i] / counts[i] for i in order]),
+        "fold": np.asarray([first[i] for i in order]),
+    }
+
+
 def aggregate_crossval(
     cv_dir: PathLike,
     classes: Sequence[str],
@@ -312,21 +353,8 @@ def aggregate_crossval(
     info.update({"scheme": splits.get("scheme"), "n_folds": n_folds, "splits": str(splits_file)})
 
     # out-of-fold predictions, in splits order (averaged over repeats)
-    index = {cid: i for i, cid in enumerate(splits["case_ids"])}
-    sums: dict[int, np.ndarray] = {}
-    counts: dict[int, int] = {}
-    labels: dict[int, int] = {}
-    for k, p in enumerate(preds):
-        for cid, y, prob in zip(p["val_ids"].tolist(), p["val_labels"], p["val_probs"], strict=True):
-            if cid not in index:
-                raise ValueError(f"{fold_dir(cv_dir, k)}: case {cid!r} is not in {splits_file}")
-            i = index[cid]
-            sums[i] = sums.get(i, 0) + prob
-            counts[i] = counts.get(i, 0) + 1
-            labels[i] = int(y)
-    order = sorted(sums)
-    oof_y = np.asarray([labels[i] for i in order])
-    oof_p = np.stack([sums[i] / counts[i] for i in order])
+    pooled = pool_oof(preds, splits["case_ids"], source=str(cv_dir))
+    order, oof_y, oof_p = pooled["index"], pooled["labels"], pooled["probs"]
     oof_ids = [f"pool_{i:05d}" for i in order]
     thr: Any = None
     if binary:
