@@ -271,7 +271,9 @@ class RegisterToReference(Transform):
             r.SetMetricAsMeanSquares()
         if self.sampling_percentage < 1.0:
             r.SetMetricSamplingStrategy(r.RANDOM)
-            r.SetMetricSamplingPercentage(self.sampling_percentage, self.seed)
+            # SimpleITK reads seed 0 as "seed from the wall clock" (sitkWallClock): shift by one so that every seed,
+            # 0 included, gives the same samples in every run
+            r.SetMetricSamplingPercentage(self.sampling_percentage, self.seed + 1)
         else:
             r.SetMetricSamplingStrategy(r.NONE)
         r.SetInterpolator(sitk.sitkLinear)
