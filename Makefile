@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 # the demo writes outside the checkout: $MEDMONAI_HOME/demo, by default ~/.medmonai/demo
 DEMO_OUT ?= $(if $(MEDMONAI_HOME),$(MEDMONAI_HOME),$(HOME)/.medmonai)/demo
 
-.PHONY: install demo test test-quick lint clean
+.PHONY: install demo test test-quick lint clean peer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,15 @@ test: install lint
 test-quick: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# benchmark-only: nnU-Net v2 in its own venv for benchmarks/nnunet_peer.py (see benchmarks/requirements-peer.txt)
+PEER_VENV ?= .venv-peer
+NNUNET_SPEC ?= nnunetv2==2.8.1 dynamic_network_architectures==0.4.4
+peer:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps $(NNUNET_SPEC)
+	$(PEER_VENV)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) -r benchmarks/requirements-peer.txt
+	$(PEER_VENV)/bin/python -c "import nnunetv2.run.run_training, torch; print('nnunetv2 ready, torch', torch.__version__)"
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(PEER_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache *.egg-info

@@ -49,6 +49,7 @@ __all__ = [
     "write_dicom_seg",
     "predict_segmentation_to_files",
     "evaluate_segmentation",
+    "evaluate_mask_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,25 @@ class SegmentationPredictor:
             "spacing": [float(s) for s in affine_to_spacing(affine, r=label.ndim)],
             "meta": meta,
         }
+
+
+def _reference_loader() -> Compose:
+    """Loads a mask file as stored (no resampling): channel-first, with its RAS affine."""
+    return Compose([*load_image_transforms("ref"), PlanarAffined("ref")])
+
+
+def _load_on_grid(
+    loader: Compose, path: Any, shape: Sequence[int] | None, affine: np.ndarray | None, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """An integer label map and its affine; refused (naming ``path``) when off the given grid (shape, affine)."""
+    ref = loader({"ref": path})["ref"]
+    arr = np.rint(ref[0].numpy()).astype(np.int64)
+    aff = np.asarray(ref.meta.get("original_affine", ref.affine), dtype=float)
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{path}: mask shape {tuple(arr.shape)} differs from {what} {tuple(shape)}")
+    if affine is not None and aff.shape == np.shape(affine) and not np.allclose(aff, affine, atol=1e-2):
+        raise ValueError(f"{path}: mask affine differs from {what}")
+    return arr, aff
 
 
 def _load_weights(network: torch.nn.Module, checkpoint: PathLike | None) -> None:
@@ -345,7 +365,7 @@ def evaluate_segmentation(
         network, preprocessing, roi_size, len(class_names), sw_batch_size, overlap, device=device,
         tta_flip_axes=tta_flip_axes,
     )  # fmt: skip
-    load_ref = Compose([*load_image_transforms("ref"), PlanarAffined("ref")])
+    load_ref = _reference_loader()
     out = Path(eval_dir)
     cases = []
     for i, e in enumerate(entries):
@@ -354,15 +374,9 @@ def evaluate_segmentation(
             raise ValueError(f"{e.get('image')}: entry {i} has no reference mask ('{mask_key}')")
         name = _case_name(e, i)
         result = predictor.predict(e["image"])
-        ref = load_ref({"ref": ref_path})["ref"]
-        ref_arr = np.rint(ref[0].numpy()).astype(np.int64)
-        if ref_arr.shape != result["label"].shape:
-            raise ValueError(
-                f"{ref_path}: reference mask shape {ref_arr.shape} differs from the image's {result['label'].shape}"
-            )
-        ref_aff = np.asarray(ref.meta.get("original_affine", ref.affine), dtype=float)
-        if ref_aff.shape == result["affine"].shape and not np.allclose(ref_aff, result["affine"], atol=1e-2):
-            raise ValueError(f"{ref_path}: reference mask affine differs from the image's ({e['image']})")
+        ref_arr, _ = _load_on_grid(
+            load_ref, ref_path, result["label"].shape, result["affine"], f"the image's ({e['image']})"
+        )
         rec: dict[str, Any] = {"case_id": name}
         rec.update(case_metrics(result["label"], ref_arr, len(class_names), result["spacing"], class_names))
         reasons = ood.get(i, [])
@@ -379,4 +393,49 @@ def evaluate_segmentation(
     )
     write_segmentation_report(report, out)
     logger.info("test-set segmentation metrics:\n" + format_summary(report))
+    return report
+
+
+def evaluate_mask_files(
+    cases: Sequence[Mapping[str, Any]],
+    class_names: Sequence[str],
+    eval_dir: PathLike | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score predicted mask files against reference mask files: the same Dice/HD95 as :func:`evaluate_segmentation`.
+
+    For comparing any segmenter's outputs (another tool's NIfTI predictions, say) with the same scoring code as the
+    bundles: both masks are loaded as stored (no resampling), must share the grid (shape and affine), and are scored
+    with :func:`medmonai.metrics.segmentation.case_metrics` at the reference's voxel spacing (HD95 in mm).
+
+    Args:
+        cases: ``{"case_id", "pred", "ref"}`` per case (mask file paths).
+        class_names: class names (index 0 = background); label values must be ``0 .. len - 1``.
+        eval_dir: where ``report.json`` and ``per_case.csv`` go; None: not written.
+        extra: further report fields.
+
+    Returns:
+        The report (see :func:`medmonai.metrics.segmentation.segmentation_report`).
+
+    Raises:
+        ValueError: for no cases, a case without both files, a prediction off the reference grid or label values
+            out of range (naming the files).
+    """
+    if not cases:
+        raise ValueError("no cases to score")
+    loader = _reference_loader()
+    records = []
+    for i, c in enumerate(cases):
+        if not c.get("pred") or not c.get("ref"):
+            raise ValueError(f"case {i} ({c.get('case_id')}): needs both 'pred' and 'ref' mask files")
+        ref, ref_aff = _load_on_grid(loader, c["ref"], None, None, "")
+        pred, _ = _load_on_grid(loader, c["pred"], ref.shape, ref_aff, f"the reference's ({c['ref']})")
+        try:
+            metrics = case_metrics(pred, ref, len(class_names), affine_to_spacing(ref_aff, r=ref.ndim), class_names)
+        except ValueError as e:
+            raise ValueError(f"{c['pred']} / {c['ref']}: {e}") from e
+        records.append({"case_id": str(c.get("case_id", i)), **metrics})
+    report = segmentation_report(records, class_names, extra=dict(extra or {}))
+    if eval_dir is not None:
+        write_segmentation_report(report, Path(eval_dir))
     return report

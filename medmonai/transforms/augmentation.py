@@ -21,7 +21,15 @@ level          mirroring               affine  rotation / shear /   elastic    i
                                                                                 brightness ±0.2 (0.5),
                                                                                 noise σ 0.05 (0.3),
                                                                                 blur σ 0.5-1.25 (0.2)
+``nnunet``     every axis, p 0.5 each  0.2     ±30° (2D ±180°) /   --          contrast ±25 % (0.15),
+                                               0 / -30 .. +40 %                 gamma 0.7-1.5 (0.3),
+                                                                                noise σ 0.1 (0.1),
+                                                                                blur σ 0.5-1 (0.2)
 =============  ======================  ======  ==================  ==========  =====================
+
+``nnunet`` is nnU-Net's default augmentation (the segmentation bundle's default): its affine pads with zeros instead
+of replicating the border, and with ``anisotropic_axis`` (3D data whose spacing along one axis is much coarser) the
+3D rotation turns about that axis only, in the plane of the two finer axes.
 
 MONAI transforms used, in this order: ``RandFlipd`` (mirroring), ``RandAffined`` (rotation, shear, scaling in one
 resampling), ``Rand2DElasticd`` / ``Rand3DElasticd`` (local warping), ``RandScaleIntensityd`` (contrast: multiply by
@@ -37,8 +45,8 @@ preprocessing plans; contrast, gamma and the spatial transforms do not depend on
 Masks (``label_keys``) get exactly the same spatial transforms as the images (MONAI dictionary transforms draw one
 set of random parameters per call for all their keys) with nearest-neighbour interpolation, no intensity transform,
 and are cast back to ``label_dtype`` at the end (resampling makes them float32), so every sample of a batch has the
-same mask dtype. Padding (outside the field of view after rotation/scaling) replicates the border, for images and
-masks alike.
+same mask dtype. Padding (outside the field of view after rotation/scaling) replicates the border (``nnunet``: zeros),
+for images and masks alike.
 
 Reproducibility: in a training chain, ``monai.utils.set_determinism(seed)`` makes the draws reproducible (MONAI's
 ``Compose`` seeds its random transforms from the global seed when it is built, and MONAI's ``DataLoader`` re-seeds
@@ -94,8 +102,10 @@ class AugmentationLevel:
         flip_axes: spatial axes to mirror; None: every axis.
         affine_prob: probability of the affine transform (rotation + shear + scaling, one resampling).
         rotate_deg: rotation range ±degrees (2D: in plane; 3D: about each axis).
+        rotate_deg_2d: 2D rotation range ±degrees; None: ``rotate_deg``.
         shear: shear factor range ±value (each shear term).
-        scale: scaling range ±fraction, drawn per axis.
+        scale: scaling range, drawn per axis: ±fraction, or ``(low, high)`` fractions (``(-0.3, 0.4)``: 0.7 .. 1.4).
+        padding_mode: ``RandAffined`` / elastic padding outside the field of view (``border`` or ``zeros``).
         elastic_prob: probability of elastic (local) warping.
         elastic_spacing_2d: 2D control-point spacing (pixels) of ``Rand2DElasticd``.
         elastic_magnitude_2d: 2D control-point displacement range (pixels).
@@ -117,8 +127,10 @@ class AugmentationLevel:
     flip_axes: tuple[int, ...] | None = (0,)
     affine_prob: float = 0.0
     rotate_deg: float = 0.0
+    rotate_deg_2d: float | None = None
     shear: float = 0.0
-    scale: float = 0.0
+    scale: float | tuple[float, float] = 0.0
+    padding_mode: str = "border"
     elastic_prob: float = 0.0
     elastic_spacing_2d: float = 16.0
     elastic_magnitude_2d: tuple[float, float] = (0.0, 1.0)
@@ -181,6 +193,24 @@ LEVELS: dict[str, AugmentationLevel] = {
         blur_prob=0.2,
         blur_sigma=(0.5, 1.25),
     ),
+    # nnU-Net's default (the segmentation bundle's): rare but large affines, zero padding, mirroring of every axis
+    "nnunet": AugmentationLevel(
+        flip_prob=0.5,
+        flip_axes=None,
+        affine_prob=0.2,
+        rotate_deg=30.0,
+        rotate_deg_2d=180.0,
+        scale=(-0.3, 0.4),
+        padding_mode="zeros",
+        contrast_prob=0.15,
+        contrast=0.25,
+        gamma_prob=0.3,
+        gamma=(0.7, 1.5),
+        noise_prob=0.1,
+        noise_std=0.1,
+        blur_prob=0.2,
+        blur_sigma=(0.5, 1.0),
+    ),
 }
 
 
@@ -199,7 +229,14 @@ def _level(name: str | AugmentationLevel, overrides: Mapping[str, Any]) -> Augme
     values = dict(overrides)
     if values.get("flip_axes") is not None:
         values["flip_axes"] = tuple(int(a) for a in ensure_tuple(values["flip_axes"]))
-    return dataclasses.replace(level, **values)
+    if isinstance(values.get("scale"), Sequence):
+        values["scale"] = tuple(float(v) for v in values["scale"])
+    lv = dataclasses.replace(level, **values)
+    if lv.padding_mode not in ("border", "zeros"):
+        raise ValueError(f"padding_mode must be 'border' or 'zeros', got {lv.padding_mode!r}")
+    if isinstance(lv.scale, tuple) and (len(lv.scale) != 2 or not -1.0 < lv.scale[0] <= lv.scale[1]):
+        raise ValueError(f"scale must be a fraction or (low, high) with -1 < low <= high, got {lv.scale!r}")
+    return lv
 
 
 def augmentation_preset(
@@ -211,6 +248,7 @@ def augmentation_preset(
     spatial: bool = True,
     intensity: bool = True,
     label_dtype: torch.dtype | None = torch.uint8,
+    anisotropic_axis: int | None = None,
     seed: int | None = None,
     **overrides: Any,
 ) -> list[Any]:
@@ -231,6 +269,9 @@ def augmentation_preset(
         spatial: include the spatial transforms (mirroring, affine, elastic).
         intensity: include the intensity transforms (contrast, gamma, brightness, blur, noise).
         label_dtype: dtype the masks are cast to at the end (resampling makes them float32); None: leave as is.
+        anisotropic_axis: 3D only: the coarse axis of anisotropic data
+            (:func:`medmonai.transforms.segmentation.anisotropic_axis` of a plan); rotations then turn about that axis
+            only. None: about every axis.
         seed: seed every random transform (reproducible draws when applied directly; a new ``Compose`` around them
             re-seeds them from MONAI's global seed, see the module docstring).
         overrides: replace parameters of the level (fields of :class:`AugmentationLevel`), e.g. ``rotate_deg=10``.
@@ -259,18 +300,28 @@ def augmentation_preset(
                 if not 0 <= a < spatial_dims:
                     raise ValueError(f"flip axis {a} out of range for {spatial_dims}D")
                 xforms.append(RandFlipd(both, prob=lv.flip_prob, spatial_axis=a, allow_missing_keys=missing))
-        if lv.affine_prob > 0 and (lv.rotate_deg or lv.shear or lv.scale):
-            n_rot = 1 if spatial_dims == 2 else 3
+        rot_deg = lv.rotate_deg if spatial_dims == 3 or lv.rotate_deg_2d is None else lv.rotate_deg_2d
+        has_scale = any(ensure_tuple(lv.scale))
+        if lv.affine_prob > 0 and (rot_deg or lv.shear or has_scale):
             n_shear = 2 if spatial_dims == 2 else 6
+            rotate: list[float] | None = None
+            if rot_deg:
+                rotate = [math.radians(rot_deg)] * (1 if spatial_dims == 2 else 3)
+                if spatial_dims == 3 and anisotropic_axis is not None:
+                    rotate = [0.0, 0.0, 0.0]
+                    rotate[int(anisotropic_axis)] = math.radians(rot_deg)
+            scale: Any = None
+            if has_scale:
+                scale = [tuple(lv.scale) if isinstance(lv.scale, tuple) else lv.scale] * spatial_dims
             xforms.append(
                 RandAffined(
                     both,
                     prob=lv.affine_prob,
-                    rotate_range=[math.radians(lv.rotate_deg)] * n_rot if lv.rotate_deg else None,
+                    rotate_range=rotate,
                     shear_range=[lv.shear] * n_shear if lv.shear else None,
-                    scale_range=[lv.scale] * spatial_dims if lv.scale else None,
+                    scale_range=scale,
                     mode=modes,
-                    padding_mode="border",
+                    padding_mode=lv.padding_mode,
                     allow_missing_keys=missing,
                 )
             )
@@ -282,7 +333,7 @@ def augmentation_preset(
                     magnitude_range=tuple(lv.elastic_magnitude_2d),
                     prob=lv.elastic_prob,
                     mode=modes,
-                    padding_mode="border",
+                    padding_mode=lv.padding_mode,
                     allow_missing_keys=missing,
                 )
             else:
@@ -292,7 +343,7 @@ def augmentation_preset(
                     magnitude_range=tuple(lv.elastic_magnitude_3d),
                     prob=lv.elastic_prob,
                     mode=modes,
-                    padding_mode="border",
+                    padding_mode=lv.padding_mode,
                     allow_missing_keys=missing,
                 )
             xforms.append(elastic)

@@ -1,4 +1,4 @@
-"""Segmentation preprocessing from a plan, patch sampling balanced over label classes, augmentation presets.
+"""Segmentation preprocessing from a plan, and patch sampling balanced over label classes.
 
 :func:`build_segmentation_preprocessing` is :func:`medmonai.transforms.preprocessing.build_preprocessing` with the
 label as its mask (nearest-neighbour resampling, grid check against the image) plus a crop to the image's non-zero
@@ -8,12 +8,12 @@ prediction back onto the original image grid (see :mod:`medmonai.engines.segment
 
 :func:`segmentation_train_transforms` appends MONAI ``SpatialPadd`` + ``RandCropByLabelClassesd`` (patches centred
 on each label class in turn, background included: with the default equal ratios 1/C of the patches are centred on
-background and the rest on the structures) and an augmentation preset (:data:`AUGMENTATION_PRESETS`).
+background and the rest on the structures) and an augmentation level of
+:func:`medmonai.transforms.augmentation.augmentation_preset` (default ``nnunet``, nnU-Net's augmentation).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,31 +24,20 @@ from monai.transforms import (
     Compose,
     CropForegroundd,
     EnsureChannelFirstd,
-    RandAdjustContrastd,
-    RandAffined,
     RandCropByLabelClassesd,
-    RandFlipd,
-    RandGaussianNoised,
-    RandGaussianSmoothd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     SpatialPadd,
 )
 
+from medmonai.transforms.augmentation import augmentation_preset
 from medmonai.transforms.preprocessing import CheckGeometryd, PlanarAffined, build_preprocessing
 
 __all__ = [
-    "AUGMENTATION_PRESETS",
     "nonzero",
     "anisotropic_axis",
     "build_segmentation_preprocessing",
-    "segmentation_augmentation",
     "segmentation_train_transforms",
     "segmentation_postprocessing",
 ]
-
-#: augmentation presets of :func:`segmentation_augmentation`.
-AUGMENTATION_PRESETS: tuple[str, ...] = ("none", "light", "default")
 
 
 def nonzero(x: torch.Tensor) -> torch.Tensor:
@@ -111,84 +100,13 @@ def build_segmentation_preprocessing(
     return Compose(xforms)
 
 
-def segmentation_augmentation(
-    preset: str = "default",
-    spatial_dims: int = 3,
-    image_key: str = "image",
-    label_key: str = "label",
-    flip_axes: Sequence[int] | None = None,
-    anisotropic_axis: int | None = None,
-) -> list[Any]:
-    """Random augmentation transforms of a preset, applied to sampled patches.
-
-    Presets:
-
-    - ``none``: nothing;
-    - ``light``: mirroring along ``flip_axes`` (p = 0.5 each) and intensity scale/shift (±10 %, p = 0.5);
-    - ``default`` (after nnU-Net's): rotation (±30°; 2D: ±180°) and scaling (0.7 .. 1.4) with p = 0.2 (bilinear
-      image, nearest label), Gaussian noise (p = 0.1), Gaussian blur (p = 0.2), brightness (×0.75 .. 1.25,
-      p = 0.15), gamma (0.7 .. 1.5, p = 0.3), mirroring along ``flip_axes`` (p = 0.5 each). For anisotropic data
-      (``anisotropic_axis``), 3D rotations are restricted to the plane of the two finer axes.
-
-    Args:
-        preset: one of :data:`AUGMENTATION_PRESETS`.
-        spatial_dims: 2 or 3.
-        image_key: image key.
-        label_key: label key.
-        flip_axes: spatial axes to mirror; default all.
-        anisotropic_axis: the coarse axis of anisotropic data (rotate in-plane only), or None.
-
-    Returns:
-        A list of MONAI dictionary transforms.
-
-    Raises:
-        ValueError: for an unknown preset.
-    """
-    if preset not in AUGMENTATION_PRESETS:
-        raise ValueError(f"unknown augmentation preset {preset!r}; choose from {AUGMENTATION_PRESETS}")
-    keys = [image_key, label_key]
-    axes = list(range(spatial_dims)) if flip_axes is None else [int(a) for a in flip_axes]
-    flips = [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in axes]
-    if preset == "none":
-        return []
-    if preset == "light":
-        return [
-            *flips,
-            RandScaleIntensityd(image_key, factors=0.1, prob=0.5),
-            RandShiftIntensityd(image_key, offsets=0.1, prob=0.5),
-        ]
-    if spatial_dims == 2:
-        rotate: Any = math.pi
-    else:
-        rotate = [math.pi / 6] * 3
-        if anisotropic_axis is not None:
-            # rotate about the coarse axis only (in the plane of the two fine axes)
-            rotate = [0.0, 0.0, 0.0]
-            rotate[int(anisotropic_axis)] = math.pi / 6
-    return [
-        RandAffined(
-            keys,
-            prob=0.2,
-            rotate_range=rotate,
-            scale_range=[(-0.3, 0.4)] * spatial_dims,
-            mode=("bilinear", "nearest"),
-            padding_mode="zeros",
-        ),
-        RandGaussianNoised(image_key, prob=0.1, mean=0.0, std=0.1),
-        RandGaussianSmoothd(image_key, prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
-        RandScaleIntensityd(image_key, factors=0.25, prob=0.15),
-        RandAdjustContrastd(image_key, prob=0.3, gamma=(0.7, 1.5)),
-        *flips,
-    ]
-
-
 def segmentation_train_transforms(
     preprocessing: Compose,
     patch_size: Sequence[int],
     num_classes: int,
     num_samples: int = 2,
     ratios: Sequence[float] | None = None,
-    augmentation: Sequence[Any] | str = "default",
+    augmentation: Sequence[Any] | str = "nnunet",
     image_key: str = "image",
     label_key: str = "label",
     spatial_dims: int | None = None,
@@ -202,7 +120,8 @@ def segmentation_train_transforms(
         num_classes: classes including background.
         num_samples: patches per image and epoch.
         ratios: sampling weight per class (index 0 = background); default equal (1/C of the patches per class).
-        augmentation: a preset name (see :func:`segmentation_augmentation`) or a list of transforms.
+        augmentation: a level of :func:`~medmonai.transforms.augmentation.augmentation_preset` (``nnunet``,
+            ``none``, ``light``, ...; mirroring of every axis for ``nnunet``) or a list of transforms.
         image_key: image key.
         label_key: label key.
         spatial_dims: 2 or 3 (default: the patch size length).
@@ -215,7 +134,7 @@ def segmentation_train_transforms(
     if ratios is not None and len(ratios) != num_classes:
         raise ValueError(f"ratios has {len(ratios)} values for {num_classes} classes")
     if isinstance(augmentation, str):
-        augmentation = segmentation_augmentation(augmentation, sd, image_key, label_key)
+        augmentation = augmentation_preset(augmentation, sd, keys=image_key, label_keys=label_key)
     return Compose(
         [
             *preprocessing.flatten().transforms,

@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from medmonai.engines.segmentation_inference import evaluate_segmentation, predict_segmentation_to_files
+from medmonai.engines.segmentation_inference import (
+    evaluate_mask_files,
+    evaluate_segmentation,
+    predict_segmentation_to_files,
+)
 from medmonai.transforms.segmentation import build_segmentation_preprocessing
 from tests._seg_dicom import frames_by_source
 
@@ -139,3 +143,39 @@ def test_evaluation_marks_out_of_distribution_cases_per_case(tmp_path):
     unchecked = evaluate_segmentation(*args, tmp_path / "e3", ["bg", "ball"], [16, 16, 16])
     assert unchecked["cases"][1]["out_of_distribution"] is None
     assert {r["out_of_distribution"] for r in csv.DictReader(open(tmp_path / "e3" / "per_case.csv"))} == {""}
+
+
+def test_mask_files_scored_like_the_evaluation(tmp_path):
+    """evaluate_mask_files (another tool's masks) gives the evaluation's Dice/HD95 for the same predicted masks."""
+    image, ref, _ = _oblique_ball(tmp_path)
+    pre = build_segmentation_preprocessing(PLAN)
+    direct = evaluate_segmentation(
+        Threshold(), pre, [{"image": str(image), "mask": str(ref)}], tmp_path / "eval", ["bg", "ball"], [16, 16, 16],
+        save_predictions=True,
+    )  # fmt: skip
+    pred = tmp_path / "eval" / "predictions" / "oblique_seg.nii.gz"
+    files = evaluate_mask_files(
+        [{"case_id": "oblique", "pred": str(pred), "ref": str(ref)}], ["bg", "ball"], tmp_path / "f"
+    )
+    assert files["cases"][0]["dice"]["ball"] == pytest.approx(direct["cases"][0]["dice"]["ball"], abs=1e-6)
+    assert files["cases"][0]["hd95"]["ball"] == pytest.approx(direct["cases"][0]["hd95"]["ball"], abs=1e-4)
+    assert (tmp_path / "f" / "report.json").is_file() and (tmp_path / "f" / "per_case.csv").is_file()
+    # the reference against itself: Dice 1, HD95 0; HD95 is in mm of the reference's (anisotropic) spacing
+    same = evaluate_mask_files([{"case_id": "r", "pred": str(ref), "ref": str(ref)}], ["bg", "ball"])
+    assert same["cases"][0]["dice"]["ball"] == 1.0 and same["cases"][0]["hd95"]["ball"] == 0.0
+
+
+def test_mask_files_off_grid_or_out_of_range_are_refused(tmp_path):
+    _, ref, ball = _oblique_ball(tmp_path)
+    aff = nib.load(ref).affine
+    nib.save(nib.Nifti1Image(ball[:-1].astype(np.uint8), aff), tmp_path / "short.nii.gz")
+    nib.save(nib.Nifti1Image(ball.astype(np.uint8), np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "moved.nii.gz")
+    nib.save(nib.Nifti1Image(ball.astype(np.uint8) * 3, aff), tmp_path / "three.nii.gz")
+    for name, match in (("short", "mask shape"), ("moved", "mask affine"), ("three", "label values")):
+        with pytest.raises(ValueError, match=match) as err:
+            evaluate_mask_files([{"pred": str(tmp_path / f"{name}.nii.gz"), "ref": str(ref)}], ["bg", "ball"])
+        assert f"{name}.nii.gz" in str(err.value)
+    with pytest.raises(ValueError, match="both 'pred' and 'ref'"):
+        evaluate_mask_files([{"pred": str(ref)}], ["bg", "ball"])
+    with pytest.raises(ValueError, match="no cases"):
+        evaluate_mask_files([], ["bg", "ball"])

@@ -115,6 +115,35 @@ def test_reproducible_under_set_determinism_with_monai_loader():
         set_determinism(seed=None)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_nnunet_level_is_the_former_segmentation_default(dims):
+    """The merged segmentation preset: nnU-Net's ranges, zero padding, mirroring of every axis (issue 19 item 4)."""
+    xforms = augmentation_preset("nnunet", dims, label_keys=("mask",))
+    flips = [t for t in xforms if type(t).__name__ == "RandFlipd"]
+    assert sorted(f.flipper.spatial_axis for f in flips) == list(range(dims)) and all(f.prob == 0.5 for f in flips)
+    (affine,) = [t for t in xforms if type(t).__name__ == "RandAffined"]
+    grid = affine.rand_affine.rand_affine_grid
+    assert affine.prob == pytest.approx(0.2) and set(affine.padding_mode) == {"zeros"}
+    assert np.allclose(grid.rotate_range, [np.radians(180.0 if dims == 2 else 30.0)] * (1 if dims == 2 else 3))
+    assert [tuple(r) for r in grid.scale_range] == [(-0.3, 0.4)] * dims
+    assert grid.shear_range is None or not any(grid.shear_range)
+    names = {type(t).__name__: t for t in xforms}
+    assert (
+        names["RandGaussianNoised"].prob == pytest.approx(0.1)
+        and names["RandGaussianNoised"].rand_gaussian_noise.std == 0.1
+    )
+    assert names["RandAdjustContrastd"].prob == pytest.approx(0.3)
+    assert names["RandScaleIntensityd"].prob == pytest.approx(0.15)
+    assert "RandShiftIntensityd" not in names and "Rand3DElasticd" not in names and "Rand2DElasticd" not in names
+
+
+def test_anisotropic_axis_rotates_in_plane_only():
+    (affine,) = [t for t in augmentation_preset("nnunet", 3, anisotropic_axis=2) if type(t).__name__ == "RandAffined"]
+    assert np.allclose(affine.rand_affine.rand_affine_grid.rotate_range, [0.0, 0.0, np.radians(30.0)])
+    out = _apply([affine], {**_sample(3), "mask": _sample(3)["mask"]})  # runs
+    assert out["image"].shape == (1, *SIZES[3])
+
+
 def test_overrides_and_errors():
     (flip, affine) = augmentation_preset("light", 3, rotate_deg=5.0, flip_axes=[2])
     assert flip.flipper.spatial_axis == 2
@@ -125,6 +154,12 @@ def test_overrides_and_errors():
         augmentation_preset("light", 2, rotation=3)
     with pytest.raises(ValueError, match="spatial_dims"):
         augmentation_preset("light", 4)
+    with pytest.raises(ValueError, match="padding_mode"):
+        augmentation_preset("light", 2, padding_mode="reflect")
+    with pytest.raises(ValueError, match="scale"):
+        augmentation_preset("light", 2, scale=(0.4, -0.3))
+    (_, affine) = augmentation_preset("light", 2, scale=[-0.1, 0.2])
+    assert [tuple(r) for r in affine.rand_affine.rand_affine_grid.scale_range] == [(-0.1, 0.2)] * 2
 
 
 def test_preview_png_from_a_tiny_datalist(tmp_path):

@@ -1,4 +1,4 @@
-"""Segmentation preprocessing (crop, label handling, invertibility), class-balanced patches, augmentation presets."""
+"""Segmentation preprocessing (crop, label handling, invertibility), class-balanced patches, augmentation levels."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import pytest
 import torch
 from monai.transforms import CropForegroundd, Invertd, Orientationd
 
+from medmonai.transforms.augmentation import LEVELS
 from medmonai.transforms.segmentation import (
-    AUGMENTATION_PRESETS,
     anisotropic_axis,
     build_segmentation_preprocessing,
-    segmentation_augmentation,
     segmentation_train_transforms,
 )
 
@@ -63,16 +62,17 @@ def test_patches_are_centred_on_the_requested_classes(case):
     assert small[0]["image"].shape == (1, 32, 32, 16)  # padded up to the patch
 
 
-@pytest.mark.parametrize("preset", AUGMENTATION_PRESETS)
-def test_augmentation_presets_keep_labels_integer(case, preset):
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_augmentation_levels_keep_labels_integer(case, level):
     data, _ = case
     pre = build_segmentation_preprocessing({"spatial_dims": 3, "orientation": "RAS"})
-    xf = segmentation_train_transforms(pre, [8, 8, 4], 3, num_samples=2, augmentation=preset)
+    xf = segmentation_train_transforms(pre, [8, 8, 4], 3, num_samples=2, augmentation=level)
     xf.set_random_state(seed=0)
     for p in xf(dict(data)):
+        assert p["label"].dtype == torch.uint8 and p["image"].shape == (1, 8, 8, 4)
         assert set(torch.unique(p["label"]).tolist()) <= {0, 1, 2}
-    with pytest.raises(ValueError, match="unknown augmentation preset"):
-        segmentation_augmentation("heavy")
+    with pytest.raises(ValueError, match="unknown augmentation level"):
+        segmentation_train_transforms(pre, [8, 8, 4], 3, augmentation="heavy")
 
 
 def test_anisotropic_axis():
