@@ -137,6 +137,21 @@ def _score(cases: Sequence[dict[str, Any]], class_names: Sequence[str], out: Pat
 
 
 # --------------------------------------------------------------------------------------------------------- medmonai
+def _bundle_network_settings() -> dict[str, Any]:
+    """The segmentation bundle's default network and batch (3D), read from its config, not restated here."""
+    from monai.bundle import ConfigParser
+
+    from medmonai.bundles import dims_default
+
+    cfg = ConfigParser.load_config_file(str(BUNDLE_CONFIGS / "train.yaml"))
+    return {
+        "network": cfg["network_name"],
+        "base_filters": cfg["base_filters"],
+        "batch_size": dims_default("segmentation", 3, "batch_size"),
+        "patches_per_image": cfg["num_samples"],
+    }
+
+
 def run_medmonai(datalist: Path, work: Path, budget: float, class_names: Sequence[str], quick: bool) -> dict:
     """Train ``bundles/segmentation`` with its defaults and the budget, predict the test cases, score their masks."""
     import torch
@@ -183,7 +198,9 @@ def run_medmonai(datalist: Path, work: Path, budget: float, class_names: Sequenc
         "epochs": iterations // int(state["epoch_length"]) if state.get("epoch_length") else None,
         "seconds_per_iteration": train_s / iterations if iterations else None,
         "plan": {k: plan.get(k) for k in ("target_spacing", "spatial_size", "normalization", "orientation")}
-        | {"batch_size": 4, "network": "dynunet, 16 base filters (bundle defaults)"},
+        | _bundle_network_settings(),
+        "iterations_note": "iterations of the completed epochs (the last checkpoint); a budget stop mid-epoch adds a "
+        "few that are not counted, so seconds_per_iteration is an upper bound (benchmarks/throughput.py times steps)",
         "settings": {k: v for k, v in settings.items() if k not in ("bundle_root", "datalist")},
         **scored,
     }
