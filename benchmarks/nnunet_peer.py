@@ -25,6 +25,7 @@ default min(12, cores)).
     python benchmarks/nnunet_peer.py --budgets 15,30,60
     python benchmarks/nnunet_peer.py --quick    # smoke test: 12 training / 4 test cases, 2-minute budget
     python benchmarks/nnunet_peer.py --report-only
+    python benchmarks/nnunet_peer.py --budgets 15 --systems medmonai --override precision=fp32   # an ablation
 
 Targets (issue 19; 2-core CPU): at 60 minutes mean test Dice >= nnU-Net's + 0.02 and >= 0.88 per class; at 15 and
 30 minutes not below nnU-Net's.
@@ -152,13 +153,44 @@ def _bundle_network_settings() -> dict[str, Any]:
     }
 
 
-def run_medmonai(datalist: Path, work: Path, budget: float, class_names: Sequence[str], quick: bool) -> dict:
-    """Train ``bundles/segmentation`` with its defaults and the budget, predict the test cases, score their masks."""
+def _system_label(overrides: dict[str, Any]) -> str:
+    """``medmonai``, or ``medmonai+key=value...`` for an ablation run with bundle overrides."""
+    return "medmonai" + "".join(f"+{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items())
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--override {item!r}: expected KEY=VALUE (e.g. precision=fp32)")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_medmonai(
+    datalist: Path,
+    work: Path,
+    budget: float,
+    class_names: Sequence[str],
+    quick: bool,
+    overrides: dict[str, Any] | None = None,
+) -> dict:
+    """Train ``bundles/segmentation`` with its defaults and the budget, predict the test cases, score their masks.
+
+    ``overrides``: bundle settings changed for an ablation (the cell is named by :func:`_system_label`).
+    """
     import torch
     from monai.bundle import run
 
-    root = work / f"medmonai_{budget:g}min"
+    overrides = dict(overrides or {})
+    label = _system_label(overrides)
+    root = work / f"{label}_{budget:g}min"
     settings: dict[str, Any] = {"bundle_root": str(root), "datalist": str(datalist), "time_budget_min": budget}
+    settings.update(overrides)
     if quick:
         settings.update(max_epochs=2, val_interval=1)
 
@@ -186,11 +218,11 @@ def run_medmonai(datalist: Path, work: Path, budget: float, class_names: Sequenc
         {"case_id": e["subject"], "pred": str(pred_dir / f"{e['subject']}_seg.nii.gz"), "ref": e["mask"]}
         for e in dl["test"]
     ]
-    scored = _score(cases, class_names, work / f"score_medmonai_{budget:g}min", {"system": "medmonai"})
+    scored = _score(cases, class_names, work / f"score_{label}_{budget:g}min", {"system": label})
     iterations = int(state.get("iteration", 0))
     plan = fp["plan"]
     return {
-        "system": "medmonai",
+        "system": label,
         "budget_min": budget,
         "wall_minutes_training": train_s / 60.0,
         "minutes_predicting_test": predict_s / 60.0,
@@ -360,6 +392,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--peer-bin", default=str(REPO / ".venv-peer" / "bin"), help="bin folder of the nnunetv2 venv")
     p.add_argument("--work", default="/tmp/medmonai_nnunet_peer")
     p.add_argument("--threads", type=int, default=2, help="torch threads of medmonai's run")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="KEY=VALUE bundle setting of medmonai's run, repeatable: an ablation, whose cells are named "
+        "medmonai+KEY=VALUE (the comparison with nnU-Net uses the defaults, no --override)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 12 training / 4 test cases, --budgets 2")
     p.add_argument("--report-only", action="store_true", help="table of the finished cells; nothing is trained")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/nnunet_peer.json)")
@@ -369,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; choose from {SYSTEMS}")
+    overrides = _parse_overrides(args.override)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -381,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     datalist = class_names = None
     for budget in budgets:
         for system in systems:
-            path = _cell_path(system, budget, cells_dir)
+            name = _system_label(overrides) if system == "medmonai" else system
+            path = _cell_path(name, budget, cells_dir)
             if path.is_file():
                 cells.append(json.loads(path.read_text()))
                 continue
@@ -394,14 +435,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 split = ensure_split(Path(args.splits), subjects, 0.2, 0)
                 datalist, _ = build_datalist(data, split, work, (12, 4) if args.quick else None)
                 class_names = _class_names(datalist)
-            print(f"== {system}, {budget:g} training minutes", flush=True)
+            print(f"== {name}, {budget:g} training minutes", flush=True)
             if system == "medmonai":
-                cell = run_medmonai(datalist, work, budget, class_names, args.quick)
+                cell = run_medmonai(datalist, work, budget, class_names, args.quick, overrides)
             else:
                 cell = run_nnunet(datalist, work, budget, class_names, Path(args.peer_bin), args.quick)
             cell["quick"] = bool(args.quick)
             atomic_write_json(path, cell)
             cells.append(cell)
+    # every other cell recorded at these budgets (the defaults, nnU-Net, medmonai's --override ablations) joins the
+    # table, whichever run this is
+    have = {(c["system"], c["budget_min"]) for c in cells}
+    for extra in sorted(cells_dir.glob("*min.json")) if cells_dir.is_dir() else []:
+        cell = json.loads(extra.read_text())
+        if cell.get("budget_min") in budgets and (cell.get("system"), cell.get("budget_min")) not in have:
+            cells.append(cell)
+    cells.sort(key=lambda c: (c["budget_min"], c["system"] != "medmonai", c["system"]))
     names = class_names or ["background", "Anterior", "Posterior"]
     print_table(cells, names)
     result = {

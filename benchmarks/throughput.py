@@ -20,6 +20,7 @@ One table and ``benchmarks/results/throughput.json``:
 
     python benchmarks/throughput.py                      # both bundles
     python benchmarks/throughput.py --bundles segmentation --iterations 10
+    python benchmarks/throughput.py --bundles segmentation --set precision=fp32 --out /tmp/throughput_fp32.json
 
 Targets (issue 19; 2-core CPU): training step (forward + backward) >= 60 % of the measured convolution throughput;
 data + augmentation <= 15 % of the iteration time.
@@ -28,6 +29,7 @@ data + augmentation <= 15 % of the iteration time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -59,20 +61,35 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def step_flops(network: torch.nn.Module, loss_fn: Callable, image: torch.Tensor, label: torch.Tensor) -> int:
-    """FLOPs of one forward + backward pass (``torch.utils.flop_counter.FlopCounterMode``; gradients cleared)."""
+def step_flops(
+    network: torch.nn.Module,
+    loss_fn: Callable,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> int:
+    """FLOPs of one forward + backward pass (``torch.utils.flop_counter.FlopCounterMode``; gradients cleared).
+
+    ``forward``: how the step calls the network (e.g. through the bundle's inferer); default ``network(image)``.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     network.train()
     with FlopCounterMode(display=False) as counter:
-        loss = loss_fn(network(image), label)
+        loss = loss_fn((forward or network)(image), label)
         loss.backward()
     network.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
 
 
-def conv_flops_per_second(spatial_dims: int, repeats: int = 5) -> dict[str, Any]:
-    """Forward + backward FLOP/s of a plain 32-channel 3×3(×3) convolution: the machine's reachable conv throughput."""
+def conv_flops_per_second(spatial_dims: int, repeats: int = 5, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Forward + backward FLOP/s of a plain 32-channel 3×3(×3) convolution: the machine's reachable conv throughput.
+
+    ``dtype``: run it under CPU autocast to this dtype (``torch.bfloat16``: the reference of a bfloat16 step); None:
+    float32.
+    """
+    import contextlib
+
     from torch.utils.flop_counter import FlopCounterMode
 
     if spatial_dims == 3:
@@ -83,7 +100,10 @@ def conv_flops_per_second(spatial_dims: int, repeats: int = 5) -> dict[str, Any]
         x = torch.randn(32, 32, 64, 64, requires_grad=True)
 
     def step() -> None:
-        conv(x).sum().backward()
+        ctx = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with ctx:
+            out = conv(x)
+        out.float().sum().backward()
 
     with FlopCounterMode(display=False) as counter:
         step()
@@ -92,7 +112,13 @@ def conv_flops_per_second(spatial_dims: int, repeats: int = 5) -> dict[str, Any]
         step()
     times = [_timed(step)[1] for _ in range(repeats)]
     sec = statistics.median(times)
-    return {"shape": list(x.shape), "flops": flops, "seconds": sec, "flop_per_s": flops / sec}
+    return {
+        "shape": list(x.shape),
+        "dtype": str(dtype or torch.float32).replace("torch.", ""),
+        "flops": flops,
+        "seconds": sec,
+        "flop_per_s": flops / sec,
+    }
 
 
 def _data_for(bundle: str, work: Path) -> tuple[str, str]:
@@ -114,8 +140,13 @@ def _data_for(bundle: str, work: Path) -> tuple[str, str]:
     return "", "the bundle's phantoms (no shared data)"
 
 
-def profile_bundle(bundle: str, work: Path, iterations: int = 20, warmup: int = 3) -> dict[str, Any]:
-    """Profile one bundle's training step (see the module docstring); returns the record."""
+def profile_bundle(
+    bundle: str, work: Path, iterations: int = 20, warmup: int = 3, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Profile one bundle's training step (see the module docstring); returns the record.
+
+    ``overrides``: bundle settings changed from the defaults (e.g. ``{"precision": "fp32"}``), recorded in the row.
+    """
     from monai.bundle import ConfigParser
 
     configs = REPO / "bundles" / bundle / "configs"
@@ -127,6 +158,7 @@ def profile_bundle(bundle: str, work: Path, iterations: int = 20, warmup: int = 
     parser.update({"bundle_root": str(root), "datalist": datalist, "resume": False})
     if bundle == "classification" and datalist:
         parser.update({"leakage": "drop"})  # BreastMNIST has one training image identical to a test image
+    parser.update(dict(overrides or {}))
     device = parser.get_parsed_content("device")
     torch.manual_seed(0)
     dataset, cache_s = _timed(lambda: parser.get_parsed_content("train#dataset"))
@@ -134,10 +166,16 @@ def profile_bundle(bundle: str, work: Path, iterations: int = 20, warmup: int = 
     network = parser.get_parsed_content("network")
     optimizer = parser.get_parsed_content("optimizer")
     loss_fn = parser.get_parsed_content("loss")
+    inferer = parser.get_parsed_content("train#inferer")  # the bundle's (e.g. AutocastInferer: its precision)
+    dtype = getattr(inferer, "dtype", None)
+
+    def forward(image: torch.Tensor) -> torch.Tensor:
+        return inferer(image, network)
+
     phases: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "optimizer": []}
     first = next(iter(loader))
     batch_shape = list(first["image"].shape)
-    flops = step_flops(network, loss_fn, first["image"].to(device), first["label"].to(device))
+    flops = step_flops(network, loss_fn, first["image"].to(device), first["label"].to(device), forward)
     it = iter(loader)
     for i in range(warmup + iterations):
         t0 = time.perf_counter()
@@ -148,7 +186,7 @@ def profile_bundle(bundle: str, work: Path, iterations: int = 20, warmup: int = 
             batch = next(it)
         image, label = batch["image"].to(device), batch["label"].to(device)
         t1 = time.perf_counter()
-        loss = loss_fn(network(image), label)
+        loss = loss_fn(forward(image), label)
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
@@ -165,7 +203,8 @@ def profile_bundle(bundle: str, work: Path, iterations: int = 20, warmup: int = 
     val_interval = int(parser.get_parsed_content("val_interval")) if "val_interval" in parser else 1
     epoch_iters = len(loader)
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))
-    conv = conv_flops_per_second(spatial_dims)
+    conv = conv_flops_per_second(spatial_dims, dtype=dtype)  # the reference in the step's own precision
+    conv32 = conv if dtype is None else conv_flops_per_second(spatial_dims)
     compute_s = med["forward"] + med["backward"]
     achieved = flops / compute_s if compute_s else 0.0
     return {
@@ -173,6 +212,7 @@ def profile_bundle(bundle: str, work: Path, iterations: int = 20, warmup: int = 
         "spatial_dims": spatial_dims,
         "data": described,
         "network": parser.get_parsed_content("network_name"),
+        "precision": str(dtype or torch.float32).replace("torch.", ""),
         "batch_shape": batch_shape,
         "n_training_items": len(dataset),
         "iterations_per_epoch": epoch_iters,
@@ -187,20 +227,24 @@ def profile_bundle(bundle: str, work: Path, iterations: int = 20, warmup: int = 
         "step_gflop_per_s": achieved / 1e9,
         "conv_reference": {**conv, "gflop_per_s": conv["flop_per_s"] / 1e9},
         "fraction_of_conv_throughput": achieved / conv["flop_per_s"],
+        "conv_reference_float32": {**conv32, "gflop_per_s": conv32["flop_per_s"] / 1e9},
+        "fraction_of_float32_conv_throughput": achieved / conv32["flop_per_s"],
         "iterations_timed": iterations,
+        "overrides": dict(overrides or {}),
     }
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     print(
-        "\n| bundle | batch | iteration ms | data % | forward % | backward % | optimizer % | step GFLOP/s | "
-        "conv GFLOP/s | of conv | validation s (share) | cache s |"
+        "\n| bundle | precision | batch | iteration ms | data % | forward % | backward % | optimizer % | "
+        "step GFLOP/s | conv GFLOP/s | of conv | validation s (share) | cache s |"
     )
-    print("|---" * 12 + "|")
+    print("|---" * 13 + "|")
     for r in rows:
         f = r["fraction"]
         print(
-            f"| {r['bundle']} | {'×'.join(map(str, r['batch_shape']))} | {r['iteration_ms']:.0f} | "
+            f"| {r['bundle']} | {r.get('precision', 'float32')} | {'×'.join(map(str, r['batch_shape']))} | "
+            f"{r['iteration_ms']:.0f} | "
             f"{100 * f['data']:.0f} | {100 * f['forward']:.0f} | {100 * f['backward']:.0f} | "
             f"{100 * f['optimizer']:.0f} | {r['step_gflop_per_s']:.1f} | {r['conv_reference']['gflop_per_s']:.1f} | "
             f"{100 * r['fraction_of_conv_throughput']:.0f} % | {r['validation_seconds']:.1f} "
@@ -220,7 +264,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=2, help="torch threads (the reference machine has 2 cores)")
     p.add_argument("--work", default=None, help="work folder (default: a temporary folder)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="bundle setting changed from the defaults, repeatable (e.g. precision=fp32: the float32 step)",
+    )
     args = p.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE (e.g. precision=fp32)")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     bundles = [b.strip() for b in args.bundles.split(",") if b.strip()]
     unknown = sorted(set(bundles) - set(BUNDLES))
     if unknown:
@@ -228,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="medmonai_throughput_") as tmp:
         work = Path(args.work or tmp)
-        rows = [profile_bundle(b, work, args.iterations, args.warmup) for b in bundles]
+        rows = [profile_bundle(b, work, args.iterations, args.warmup, overrides) for b in bundles]
     print_table(rows)
     result = {
         "benchmark": "training-step profile of the bundles' defaults",

@@ -51,3 +51,14 @@ def test_unknown_system_and_missing_peer_are_clear_errors(tmp_path):
         main(["--systems", "nnformer", "--work", str(tmp_path)])
     out = main(["--report-only", "--work", str(tmp_path), "--budgets", "7", "--out", str(tmp_path / "r.json")])
     assert out["summary"] == []  # no finished cell for a 7-minute budget: nothing trained, an empty table
+
+
+def test_ablation_overrides_name_their_cells_and_bad_ones_are_refused():
+    from benchmarks.nnunet_peer import _parse_overrides, _system_label
+
+    overrides = _parse_overrides(["precision=fp32", "base_filters=8"])
+    assert overrides == {"precision": "fp32", "base_filters": 8}  # JSON values where they parse, else strings
+    assert _system_label(overrides) == "medmonai+precision=fp32+base_filters=8"
+    assert _system_label({}) == "medmonai"  # the defaults: the cell the comparison with nnU-Net uses
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        _parse_overrides(["precision"])

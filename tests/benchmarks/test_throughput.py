@@ -20,6 +20,11 @@ def test_step_flops_counts_forward_and_backward_of_a_convolution():
 
 def test_conv_reference_and_unknown_bundle():
     ref = conv_flops_per_second(2, repeats=1)
+    assert ref["dtype"] == "float32"
+    bf16 = conv_flops_per_second(2, repeats=1, dtype=torch.bfloat16)  # the reference of a bfloat16-autocast step
+    assert bf16["dtype"] == "bfloat16" and bf16["flops"] == ref["flops"]  # the same operations, counted alike
     assert ref["flops"] > 0 and ref["seconds"] > 0 and ref["flop_per_s"] == pytest.approx(ref["flops"] / ref["seconds"])
     with pytest.raises(SystemExit, match="unknown bundle"):
         main(["--bundles", "detection"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main(["--set", "precision"])

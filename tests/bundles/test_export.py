@@ -111,7 +111,8 @@ def test_segmentation_2d_export_matches_checkpoint_in_sliding_window_inference(t
     net = _checkpoint_net(parser, ckpt)
     entry = parser.get_parsed_content("val_entries")[0]
     x = torch.as_tensor(parser.get_parsed_content("validate#preprocessing")(entry)["image"])[None]
-    inferer = parser.get_parsed_content("validate#inferer")  # sliding window over the whole image, as in validation
+    # the validation's sliding window over the whole image, in float32 (validation wraps it in AutocastInferer)
+    inferer = parser.get_parsed_content("validate#inferer#inferer")
     with torch.no_grad():
         expected = inferer(x, net)
         torch.testing.assert_close(inferer(x, exported), expected)

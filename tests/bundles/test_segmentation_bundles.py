@@ -258,3 +258,14 @@ def test_2d_bundle_trains_colour_images_with_three_input_channels(tmp_path):
     _run("segmentation_2d", grey, datalist=str(datalist), max_epochs=1, val_fraction=0.25, in_channels=1)
     weights = torch.load(grey / "runs" / "checkpoints" / "model.pt", weights_only=True)
     assert next(v for k, v in weights.items() if k.endswith("weight") and v.ndim == 4).shape[1] == 1
+
+
+def test_time_budget_refits_the_bundles_learning_rate_schedule():
+    """The bundle wires its scheduler into the time budget (the refit itself: tests/handlers/test_time_budget.py)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(_cfg("segmentation") / "train.yaml"))
+    budgets = [h for h in parser["train"]["handlers"] if h["_target_"].endswith("TimeBudget")]
+    assert len(budgets) == 1 and budgets[0]["lr_scheduler"] == "@lr_scheduler"
+    assert parser["lr_scheduler"]["_target_"].endswith("PolynomialLR")  # the one kind of schedule it can refit
