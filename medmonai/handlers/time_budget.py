@@ -86,7 +86,9 @@ class TimeBudget:
 
     def _fit_schedule(self, engine: Engine) -> None:
         """Set ``total_iters`` to the last epoch that the rest of the budget buys at the mean epoch time so far."""
-        if self.start is None or self.minutes is None or self.lr_scheduler is None or engine.should_terminate:
+        # no early return on engine.should_terminate: under torchrun a rank may see it before BroadcastTerminate
+        # has synchronised it, and every rank must take part in the broadcast below
+        if self.start is None or self.minutes is None or self.lr_scheduler is None:
             return
         if self.planned_total is None:
             self.planned_total = int(self.lr_scheduler.total_iters)
