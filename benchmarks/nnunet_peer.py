@@ -159,16 +159,13 @@ def _system_label(overrides: dict[str, Any]) -> str:
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--override {item!r}: expected KEY=VALUE (e.g. precision=fp32)")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    """``--override KEY=VALUE`` items as bundle settings (the parser of ``medmonai``'s own ``--set``)."""
+    from medmonai.cli.main import _key_values
+
+    try:
+        return _key_values(list(items), "--override")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def run_medmonai(

@@ -29,7 +29,6 @@ data + augmentation <= 15 % of the iteration time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -272,15 +271,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="bundle setting changed from the defaults, repeatable (e.g. precision=fp32: the float32 step)",
     )
     args = p.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE (e.g. precision=fp32)")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    from medmonai.cli.main import _key_values  # the parser of medmonai's own --set
+
+    try:
+        overrides: dict[str, Any] = _key_values(args.set, "--set")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     bundles = [b.strip() for b in args.bundles.split(",") if b.strip()]
     unknown = sorted(set(bundles) - set(BUNDLES))
     if unknown:

@@ -332,13 +332,7 @@ def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------- infer / watch / pacs
 def _clinical_overrides(items: list[str] | None) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = _parse_value(value)
-    return out
+    return _key_values(items, "--set")
 
 
 def _load_clinical(args: argparse.Namespace):  # noqa: ANN202 - a ClinicalModel
