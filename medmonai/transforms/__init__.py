@@ -5,6 +5,7 @@ Modules:
     intensity: normalization presets (CT windows, z-score, percentile, scale255) and denoising.
     preprocessing: :func:`build_preprocessing`, the plan-driven MONAI transform chain.
     augmentation: :func:`augmentation_preset`, classical 2D/3D augmentation at named strength levels.
+    compose: :class:`UntrackedCompose`, a training chain whose random part runs without MONAI metadata tracking.
     segmentation: segmentation preprocessing (foreground crop, label), class-balanced patches, augmentation presets.
     registration: optional rigid/affine registration to a reference image (:class:`RegisterToReferenced`).
 """
@@ -12,6 +13,7 @@ Modules:
 from __future__ import annotations
 
 from medmonai.transforms.augmentation import augmentation_preset
+from medmonai.transforms.compose import UntrackedCompose
 from medmonai.transforms.intensity import CT_WINDOWS, denoise_transform, intensity_preset, normalization_transform
 from medmonai.transforms.io import LoadMedicalImaged, MedicalImageReader, load_image_transforms
 from medmonai.transforms.preprocessing import build_preprocessing, load_plan
@@ -24,6 +26,7 @@ __all__ = [
     "MedicalImageReader",
     "RegisterToReference",
     "RegisterToReferenced",
+    "UntrackedCompose",
     "add_subject_reference",
     "augmentation_preset",
     "build_preprocessing",

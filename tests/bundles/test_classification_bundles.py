@@ -14,7 +14,7 @@ import torch
 from monai.bundle import ckpt_export, run, verify_net_in_out
 
 from medmonai.metrics.report import summary_line
-from tests._bundles import bundle_dir, run_args
+from tests._bundles import bundle_dir, bundle_of, run_args
 from tests._tensorboard import tensorboard_tags
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,3 +140,23 @@ def test_2d_pretrained_lite0_with_auto_strategy(tmp_path, capsys):
     assert (tmp_path / "runs" / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
     text = capsys.readouterr().out  # the bundle's logging.conf logs to stdout
     assert "auto" in text and "similarity" in text, text[-3000:]
+
+
+def test_2d_training_batches_are_plain_tensors_without_metadata(tmp_path):
+    """The training chain drops MONAI metadata at its first random transform (UntrackedCompose), caching plain
+    tensors; validation keeps its MetaTensors, and the process-wide tracking flag is left on."""
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor, get_track_meta
+
+    from medmonai.transforms.compose import UntrackedCompose
+
+    folder, dims = bundle_of("classification_2d")
+    parser = ConfigParser()
+    parser.read_config(str(folder / "configs" / "train.yaml"))
+    parser.read_meta(str(folder / "configs" / "metadata.json"))
+    parser.update({"bundle_root": str(tmp_path), "phantom": TINY, "spatial_size": [48, 48], **dims})
+    assert isinstance(parser.get_parsed_content("train#preprocessing"), UntrackedCompose)
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    assert type(batch["image"]) is torch.Tensor and batch["image"].shape[1:] == (1, 48, 48)
+    assert get_track_meta()
+    assert isinstance(parser.get_parsed_content("validate#dataset")[0]["image"], MetaTensor)
