@@ -185,9 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "resume": False,
     }
     if args.quick:
-        settings.update(max_epochs=1, val_interval=1)
-    if args.quick:
-        settings["sw_batch_size"] = 2
+        settings.update(max_epochs=1, val_interval=1, sw_batch_size=2)
     t0 = time.perf_counter()
     _run(["train"], **settings)
     train_min = (time.perf_counter() - t0) / 60.0
