@@ -138,18 +138,22 @@ def _score(cases: Sequence[dict[str, Any]], class_names: Sequence[str], out: Pat
 
 
 # --------------------------------------------------------------------------------------------------------- medmonai
-def _bundle_network_settings() -> dict[str, Any]:
-    """The segmentation bundle's default network and batch (3D), read from its config, not restated here."""
+def _bundle_network_settings(runs: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The network and batch (3D) that a cell's run trained: the bundle's defaults with the cell's overrides, and the
+    width of its network plan (``runs/network_plan.json``, written by the bundle with the reasons of the choice)."""
     from monai.bundle import ConfigParser
 
     from medmonai.bundles import dims_default
 
     cfg = ConfigParser.load_config_file(str(BUNDLE_CONFIGS / "train.yaml"))
+    net_plan = runs / "network_plan.json"
+    planned = read_json(net_plan, "network plan") if net_plan.is_file() else {}
     return {
-        "network": cfg["network_name"],
-        "base_filters": cfg["base_filters"],
-        "batch_size": dims_default("segmentation", 3, "batch_size"),
-        "patches_per_image": cfg["num_samples"],
+        "network": settings.get("network_name", cfg["network_name"]),
+        "base_filters": planned.get("base_filters", settings.get("base_filters", cfg["base_filters"])),
+        "batch_size": settings.get("batch_size", dims_default("segmentation", 3, "batch_size")),
+        "patches_per_image": settings.get("num_samples", cfg["num_samples"]),
+        "network_plan": planned or None,
     }
 
 
@@ -200,6 +204,8 @@ def run_medmonai(
             **kw,
         )
 
+    # a cell starts over: its width is planned again (the bundle would keep a network plan found in the folder)
+    (root / "runs" / "network_plan.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     bundle(["train"], resume=False)
     train_s = time.perf_counter() - t0
@@ -227,7 +233,7 @@ def run_medmonai(
         "epochs": iterations // int(state["epoch_length"]) if state.get("epoch_length") else None,
         "seconds_per_iteration": train_s / iterations if iterations else None,
         "plan": {k: plan.get(k) for k in ("target_spacing", "spatial_size", "normalization", "orientation")}
-        | _bundle_network_settings(),
+        | _bundle_network_settings(root / "runs", settings),
         "iterations_note": "iterations of the completed epochs (the last checkpoint); a budget stop mid-epoch adds a "
         "few that are not counted, so seconds_per_iteration is an upper bound (benchmarks/throughput.py times steps)",
         "settings": {k: v for k, v in settings.items() if k not in ("bundle_root", "datalist")},

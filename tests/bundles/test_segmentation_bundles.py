@@ -61,6 +61,26 @@ def test_3d_train_writes_checkpoints_tensorboard_overlays_and_plan(trained_3d):
     assert {"train_loss", "val_mean_dice"} <= tags["scalars"]
     plan = json.loads((runs / "fingerprint.json").read_text())["plan"]
     assert plan["spatial_dims"] == 3 and plan["orientation"] == "RAS" and len(plan["spatial_size"]) == 3
+    net_plan = json.loads((runs / "network_plan.json").read_text())
+    assert net_plan["base_filters"] == 4 and "set in the config" in net_plan["reasons"][0]
+
+
+def test_3d_time_budget_plans_the_width_and_later_runs_build_that_network(tmp_path):
+    """With a budget and no width set, the bundle times the widths and trains the one chosen; evaluation (no
+    budget, no width given) builds the same network from output_dir/network_plan.json."""
+    _run("segmentation_3d", tmp_path, max_epochs=1, base_filters="$None", time_budget_min=30)
+    runs = tmp_path / "runs"
+    plan = json.loads((runs / "network_plan.json").read_text())
+    width = plan["base_filters"]
+    assert width in (16, 32) and plan["time_budget_min"] == 30 and "30 min" in plan["reasons"][0]
+    assert set(plan["step_seconds"]) <= {"16", "32"} and plan["batch_size"] == 4  # 4 images x 1 patch
+    assert plan["iterations"][str(width)] >= plan["min_iterations"] or width == 16
+    weights = torch.load(runs / "checkpoints" / "model.pt", weights_only=True)
+    first = next(v for k, v in weights.items() if k.endswith("weight") and v.ndim == 5)
+    assert first.shape[0] == width
+    _run("segmentation_3d", tmp_path, "evaluate", base_filters="$None")
+    assert json.loads((runs / "eval" / "report.json").read_text())["n_cases"] > 0
+    assert json.loads((runs / "network_plan.json").read_text()) == plan
 
 
 def test_3d_evaluate_reports_per_class_metrics_that_match_the_saved_masks(trained_3d, capsys):

@@ -22,7 +22,6 @@ from tests.data.dicom_factory import write_slice
 from tests.deploy._clinical_data import (
     PATIENT_ID,
     PATIENT_NAME,
-    SEG_FAST,
     bundle_dir,
     checksums,
     copy_study,
@@ -165,8 +164,9 @@ def test_segmentation_writes_dicom_seg_referencing_the_source(tmp_path_factory, 
     study = copy_study(subject_dirs(root)[0], tmp_path / "study")
     before = checksums(study)
     with pytest.raises(ValueError, match="pass the overrides used in training"):
-        load_clinical_model(SEG, root, device="cpu")  # trained with base_filters 4, the config says 16
-    model = load_clinical_model(SEG, root, overrides={"base_filters": SEG_FAST["base_filters"]}, device="cpu")
+        load_clinical_model(SEG, root, overrides={"base_filters": 8}, device="cpu")  # trained with base_filters 4
+    # without overrides: the width recorded in the run's network_plan.json
+    model = load_clinical_model(SEG, root, device="cpu")
     assert model.task == "segmentation" and model.classes[0] == "background"
     result = infer_dicom(model, study, tmp_path / "out")
     assert checksums(study) == before
